@@ -1,0 +1,73 @@
+"""Process-wide settings read from the environment (``VOXTUTOR_*``) with pydantic-settings.
+
+Every variable is documented in ``.env.example``. Secrets never have defaults and are never
+logged; the local tier needs none.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LocalLLM = Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"]
+
+
+def _default_home() -> Path:
+    return Path(platformdirs.user_cache_dir("voxtutor"))
+
+
+class Settings(BaseSettings):
+    """Runtime settings of one voxtutor process.
+
+    Attributes:
+        home: Cache directory for assembled models and runtime state (``VOXTUTOR_HOME``).
+        llm_model: Which packaged GGUF the local llama.cpp server loads.
+        llm_host: Loopback address the local LLM server binds to.
+        llm_port: TCP port of the local LLM server; 0 picks a free port at start.
+        llm_threads: CPU threads for llama.cpp decoding (the target machine has 2 cores).
+        llm_context_tokens: llama.cpp context window in tokens.
+        llm_max_tokens: Cap on tokens per tutor reply (spoken replies are 1-3 sentences).
+        llm_base_url: Use an already running OpenAI-compatible server (vLLM, Ollama, a GPU box)
+            instead of starting llama.cpp; e.g. ``http://10.0.0.5:8000/v1``.
+        llm_ready_timeout_s: Seconds to wait for the LLM server's readiness check.
+        vad_stop_ms: Silence in ms after which Silero VAD reports the end of speech.
+        speech_timeout_ms: Pause in ms ending a turn where smart-turn has no model (Czech).
+        smart_turn_max_pause_ms: Pause in ms that ends a turn even when smart-turn judges the
+            utterance unfinished (Pipecat's default is 3000; learners pause to think, but
+            2 s already feels like the tutor stopped listening).
+        min_words_to_interrupt: Words a learner must say while the bot speaks to barge in,
+            so a one-word backchannel ("ja", "mhm") does not interrupt.
+        log_level: loguru level for the console.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="VOXTUTOR_", env_file=".env", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home)
+    llm_model: LocalLLM = "qwen2.5-coder-1.5b"
+    llm_host: str = "127.0.0.1"
+    llm_port: int = Field(default=0, ge=0, le=65535)
+    llm_threads: int = Field(default=2, ge=1)
+    llm_context_tokens: int = Field(default=4096, ge=512)
+    llm_max_tokens: int = Field(default=120, ge=16)
+    llm_base_url: str | None = None
+    llm_ready_timeout_s: float = Field(default=120.0, gt=0)
+    vad_stop_ms: int = Field(default=200, ge=50, le=2000)
+    speech_timeout_ms: int = Field(default=600, ge=100, le=5000)
+    smart_turn_max_pause_ms: int = Field(default=2000, ge=300, le=10000)
+    min_words_to_interrupt: int = Field(default=3, ge=1)
+    log_level: str = "INFO"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process's settings, read once from the environment.
+
+    Raises:
+        pydantic.ValidationError: A ``VOXTUTOR_*`` variable has an invalid value.
+    """
+    return Settings()
