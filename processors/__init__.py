@@ -1,0 +1,1 @@
+"""Frame processors and text aggregators for the voxtutor pipeline."""
