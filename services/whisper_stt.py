@@ -1,0 +1,62 @@
+"""Whisper STT for the local tier: Pipecat's ``WhisperSTTService`` with latency-safe decoding.
+
+Pipecat calls ``WhisperModel.transcribe`` with faster-whisper's defaults: beam search of 5 and
+temperature fallback (0.0 → 1.0 in steps of 0.2). On 2 CPU cores the fallback turned a short
+Czech clip into 12 s of decoding (``shared/notes/local-models.md``), so the local tier pins the
+language (done by the persona) and decodes greedily at temperature 0 with no fallback.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import numpy as np
+from pipecat.frames.frames import Frame, TranscriptionFrame
+from pipecat.services.whisper.stt import WhisperSTTService
+
+GREEDY_DECODING: dict[str, Any] = {
+    "beam_size": 1,
+    "temperature": 0.0,  # a single temperature: no fallback re-decoding
+    "condition_on_previous_text": False,  # each segment is one learner turn
+    "without_timestamps": True,
+}
+"""Keyword arguments added to every ``WhisperModel.transcribe`` call."""
+
+
+class LocalWhisperSTTService(WhisperSTTService):
+    """``WhisperSTTService`` decoding greedily at temperature 0 (no fallback).
+
+    Whisper transcribes a whole VAD segment at once, so each transcript it yields is final:
+    it is marked ``finalized`` and the turn strategy ends the turn right away instead of
+    waiting out the STT safety-net timeout (``ttfs_p99_latency``, ~1 s).
+
+    Takes the same arguments as :class:`WhisperSTTService`; pass the directory of an
+    assembled CTranslate2 model as ``settings=WhisperSTTService.Settings(model=<dir>)`` so
+    nothing is downloaded.
+    """
+
+    def __init__(self, *, ttfs_p99_latency: float = 0.3, **kwargs: Any):
+        # Turn strategies wait up to ttfs_p99_latency after speech end for a transcript that
+        # is not marked final. Ours always are, and a turn that starts only once the
+        # transcript is in (a barge-in) has nothing left to wait for: keep the wait short.
+        super().__init__(ttfs_p99_latency=ttfs_p99_latency, **kwargs)
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
+        """Transcribe one VAD segment (16-bit PCM) and yield finalized transcripts."""
+        async for frame in super().run_stt(audio):
+            if isinstance(frame, TranscriptionFrame):
+                frame.finalized = True
+            yield frame
+
+    def _load(self) -> None:
+        super()._load()
+        model = self._model
+        if model is not None:
+            # Pipecat passes language/hotwords/initial_prompt; we add the decoding options.
+            model.transcribe = functools.partial(model.transcribe, **GREEDY_DECODING)
+            # The first call pays one-off setup; pay it now, not on the learner's first turn.
+            noise = np.random.default_rng(0).normal(0, 0.01, 8000).astype(np.float32)
+            language = getattr(self._settings, "language", None)
+            list(model.transcribe(noise, language=str(language) if language else None)[0])
