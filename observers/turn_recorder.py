@@ -1,0 +1,214 @@
+"""Turn recorder: one record per learner or bot turn, with timings, latency and TTFB.
+
+It listens to the user and assistant aggregators (what was said, what was actually spoken),
+to VAD and bot-speaking frames (when), and to Pipecat's ``UserBotLatencyObserver`` (voice-to-
+voice latency from the learner's last word to the bot's first audio, and each service's TTFB
+within that interval). A turn is handed to ``on_turn`` as soon as it completes, so a store
+can persist it before the session ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    MetricsFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.metrics.metrics import TTFBMetricsData
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
+from pipecat.processors.aggregators.llm_response_universal import (
+    AssistantTurnStoppedMessage,
+    LLMAssistantAggregator,
+    LLMUserAggregator,
+    UserTurnStoppedMessage,
+)
+from pipecat.processors.frame_processor import FrameDirection
+
+Role = Literal["learner", "bot"]
+
+
+@dataclass
+class TurnRecord:
+    """One turn of the conversation.
+
+    Attributes:
+        index: 0-based position in the session.
+        role: ``learner`` or ``bot``.
+        text: What the learner said (final STT) or what the bot actually spoke (after a
+            barge-in only the part that was played).
+        start_ms: Start of speech, ms since the session started.
+        end_ms: End of speech, ms since the session started.
+        latency_ms: Bot turns: voice-to-voice latency in ms (learner's last word → first bot
+            audio); ``None`` for the greeting and learner turns.
+        ttfb_ms: Bot turns: time to first byte per service in ms (``stt``, ``llm``, ``tts``).
+        interrupted: Bot turns: the learner barged in.
+    """
+
+    index: int
+    role: Role
+    text: str
+    start_ms: int | None = None
+    end_ms: int | None = None
+    latency_ms: int | None = None
+    ttfb_ms: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the record as JSON-ready dict (the ``transcript.json`` turn schema)."""
+        return asdict(self)
+
+
+def service_kind(processor_name: str) -> str:
+    """Map a processor name such as ``LocalWhisperSTTService#0`` to ``stt``/``llm``/``tts``."""
+    for kind in ("STT", "LLM", "TTS"):
+        if kind in processor_name:
+            return kind.lower()
+    return processor_name
+
+
+class TurnRecorderObserver(BaseObserver):
+    """Collects :class:`TurnRecord` s; call :meth:`attach` with the aggregator pair.
+
+    Args:
+        on_turn: Awaited with each turn as soon as it completes (learner: when the turn
+            ends; bot: when its text is final and its audio has stopped).
+        clock: Monotonic clock in seconds (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        on_turn: Callable[[TurnRecord], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        **kwargs: Any,
+    ):
+        super().__init__(observe_every_push=False, **kwargs)
+        self.turns: list[TurnRecord] = []
+        self._on_turn = on_turn
+        self._clock = clock
+        self._t0: float | None = None
+        self._learner_start: float | None = None
+        self._learner_end: float | None = None
+        self._bot_speaking = False
+        self._bot_start: float | None = None
+        self._bot_end: float | None = None
+        self._pending_bot: TurnRecord | None = None
+        self._latency_s: float | None = None
+        self._cycle_ttfb: dict[str, int] = {}
+        self._turn_ttfb: dict[str, int] | None = None
+
+    # -- wiring ---------------------------------------------------------------------------
+
+    def attach(self, user: LLMUserAggregator, assistant: LLMAssistantAggregator) -> None:
+        """Subscribe to the aggregators' turn events."""
+        user.add_event_handler("on_user_turn_stopped", self._on_user_turn_stopped)
+        assistant.add_event_handler("on_assistant_turn_stopped", self._on_assistant_turn_stopped)
+
+    def attach_latency(self, latency: UserBotLatencyObserver) -> None:
+        """Take voice-to-voice latency from Pipecat's latency observer."""
+        latency.add_event_handler("on_latency_measured", self._on_latency_measured)
+
+    # -- time -----------------------------------------------------------------------------
+
+    def _ms(self, t: float | None) -> int | None:
+        if t is None or self._t0 is None:
+            return None
+        return max(0, round((t - self._t0) * 1000))
+
+    async def on_pipeline_started(self) -> None:
+        """Start the session clock."""
+        self._t0 = self._clock()
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        """Track when the learner and the bot speak (downstream copies only)."""
+        if data.direction != FrameDirection.DOWNSTREAM:
+            return
+        frame = data.frame
+        now = self._clock()
+        if self._t0 is None:
+            self._t0 = now
+        if isinstance(frame, MetricsFrame):
+            for m in frame.data:
+                if isinstance(m, TTFBMetricsData) and m.value > 0:
+                    self._cycle_ttfb.setdefault(service_kind(m.processor), round(m.value * 1000))
+        elif isinstance(frame, VADUserStartedSpeakingFrame):
+            self._cycle_ttfb = {}  # a new learner → bot cycle
+            if self._learner_start is None:
+                self._learner_start = now - frame.start_secs
+        elif isinstance(frame, VADUserStoppedSpeakingFrame):
+            self._learner_end = now - frame.stop_secs
+        elif isinstance(frame, BotStartedSpeakingFrame):
+            self._bot_speaking = True
+            if self._bot_start is None:
+                self._bot_start = now
+                self._turn_ttfb, self._cycle_ttfb = self._cycle_ttfb, {}
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self._bot_speaking = False
+            self._bot_end = now
+            if self._pending_bot is not None:
+                await self._finish_bot(self._pending_bot)
+
+    # -- events ---------------------------------------------------------------------------
+
+    async def _on_user_turn_stopped(
+        self, _aggregator: Any, _strategy: Any, message: UserTurnStoppedMessage
+    ) -> None:
+        text = (message.content or "").strip()
+        if not text:
+            return
+        end = self._learner_end if self._learner_end is not None else self._clock()
+        record = TurnRecord(
+            index=len(self.turns),
+            role="learner",
+            text=text,
+            start_ms=self._ms(self._learner_start),
+            end_ms=self._ms(end),
+        )
+        self._learner_start = self._learner_end = None
+        await self._emit(record)
+
+    async def _on_latency_measured(self, _observer: Any, latency_s: float) -> None:
+        self._latency_s = latency_s
+
+    async def _on_assistant_turn_stopped(
+        self, _aggregator: Any, message: AssistantTurnStoppedMessage
+    ) -> None:
+        text = message.content.strip()
+        if not text:
+            self._bot_start = None
+            return
+        record = TurnRecord(index=-1, role="bot", text=text, interrupted=message.interrupted)
+        if self._latency_s is not None:
+            record.latency_ms = round(self._latency_s * 1000)
+            record.ttfb_ms = self._turn_ttfb or {}
+        self._latency_s = self._turn_ttfb = None
+        if self._bot_speaking:
+            self._pending_bot = record  # finished when its audio stops
+        else:
+            await self._finish_bot(record)
+
+    async def _finish_bot(self, record: TurnRecord) -> None:
+        self._pending_bot = None
+        record.index = len(self.turns)
+        record.start_ms = self._ms(self._bot_start)
+        record.end_ms = self._ms(self._bot_end)
+        self._bot_start = self._bot_end = None
+        await self._emit(record)
+
+    async def _emit(self, record: TurnRecord) -> None:
+        self.turns.append(record)
+        if self._on_turn is not None:
+            await self._on_turn(record)
+
+    async def flush(self) -> None:
+        """Emit a bot turn still waiting for its audio to stop (call at session end)."""
+        if self._pending_bot is not None:
+            await self._finish_bot(self._pending_bot)

@@ -1,0 +1,108 @@
+"""Services of the ``local`` tier: faster-whisper base, llama.cpp, Piper / espeak-ng.
+
+Everything loads from models assembled by ``voxtutor models install``; nothing is downloaded.
+English speaks with Piper ``en_US-joe-medium``; German and Czech, for which no packaged neural
+voice exists, speak with Debian's espeak-ng.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipecat.services.openai.llm import OpenAILLMService
+from pipecat.services.piper.tts import PiperTTSService
+from pipecat.services.stt_service import STTService
+from pipecat.services.tts_service import TTSService
+from pipecat.services.whisper.stt import WhisperSTTService
+from pipecat.transcriptions.language import Language
+
+from config.personas import Persona
+from config.settings import Settings
+from models.registry import model_path
+from services.espeak_tts import EspeakTTSService
+from services.llama_server import MODEL_ALIAS
+from services.whisper_stt import LocalWhisperSTTService
+
+WHISPER_MODEL = "whisper-base"
+PIPER_MODEL = "piper-en_US-joe-medium"
+PIPECAT_LANGUAGE = {"en": Language.EN, "de": Language.DE, "cs": Language.CS}
+
+
+@dataclass
+class LocalServices:
+    """The three services of one local-tier session."""
+
+    stt: STTService
+    llm: OpenAILLMService
+    tts: TTSService
+
+
+def build_stt(persona: Persona, home: Path | None = None) -> STTService:
+    """Whisper base with the language pinned to the persona and greedy decoding.
+
+    Raises:
+        models.registry.ModelNotInstalledError: Whisper base is not assembled.
+    """
+    settings = WhisperSTTService.Settings(
+        model=str(model_path(WHISPER_MODEL, home)),
+        language=PIPECAT_LANGUAGE[persona.language],
+        hotwords=" ".join(persona.stt_keyterms) or None,
+    )
+    return LocalWhisperSTTService(settings=settings, device="cpu", compute_type="int8")
+
+
+def build_llm(settings: Settings, base_url: str, system_instruction: str) -> OpenAILLMService:
+    """An OpenAI-compatible LLM client pointed at ``base_url`` (the local llama.cpp server).
+
+    Args:
+        settings: Supplies the reply cap (``llm_max_tokens``, tokens).
+        base_url: e.g. ``http://127.0.0.1:39123/v1``; any OpenAI-compatible server works.
+        system_instruction: The persona's rendered system prompt.
+    """
+    return OpenAILLMService(
+        api_key="local",  # llama.cpp ignores it; the SDK requires a value
+        base_url=base_url,
+        settings=OpenAILLMService.Settings(
+            model=MODEL_ALIAS,
+            system_instruction=system_instruction,
+            temperature=0.3,
+            max_tokens=settings.llm_max_tokens,
+        ),
+    )
+
+
+def build_tts(persona: Persona, home: Path | None = None) -> TTSService:
+    """Piper for English personas, espeak-ng for German and Czech.
+
+    Raises:
+        models.registry.ModelNotInstalledError: the Piper voice is not installed.
+        RuntimeError: espeak-ng is missing (German/Czech).
+    """
+    if persona.language == "en":
+        voice_dir = model_path(PIPER_MODEL, home)
+        return PiperTTSService(
+            download_dir=voice_dir, settings=PiperTTSService.Settings(voice=persona.voice)
+        )
+    return EspeakTTSService(settings=EspeakTTSService.Settings(voice=persona.voice))
+
+
+def build_local_services(
+    persona: Persona, settings: Settings, llm_base_url: str, level: str | None = None
+) -> LocalServices:
+    """Assemble STT, LLM and TTS of the local tier for ``persona``.
+
+    Args:
+        persona: The tutor or examiner.
+        settings: Runtime settings (model home, reply cap).
+        llm_base_url: OpenAI-compatible server to use.
+        level: The learner's CEFR level; the persona default when ``None``.
+
+    Raises:
+        models.registry.ModelNotInstalledError: a model is missing (names the fix command).
+    """
+    return LocalServices(
+        stt=build_stt(persona, settings.home),
+        llm=build_llm(settings, llm_base_url, persona.render_system_prompt(level)),
+        tts=build_tts(persona, settings.home),
+    )

@@ -1,0 +1,147 @@
+"""The session builder: persona + tier + transport → one Pipecat pipeline, ready to run.
+
+``input → STT → user aggregator (Silero VAD + turn strategy) → LLM → sentence aggregator →
+TTS → output → [recorders] → assistant aggregator``. Turn taking follows the persona's
+language (``pipelines.turn_taking``); barge-in is Pipecat's ``InterruptionFrame``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.frames.frames import TTSSpeakFrame
+from pipecat.observers.base_observer import BaseObserver
+from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMAssistantAggregator,
+    LLMContextAggregatorPair,
+    LLMUserAggregator,
+    LLMUserAggregatorParams,
+)
+from pipecat.processors.aggregators.llm_text_processor import LLMTextProcessor
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.transports.base_transport import BaseTransport
+
+from config.personas import Persona
+from config.settings import Settings
+from observers.turn_recorder import TurnRecorderObserver
+from pipelines.turn_taking import turn_strategies
+from processors.sentence_aggregator import SentenceAggregator
+
+TIERS = ("local",)
+"""Tiers this build can assemble."""
+
+
+@dataclass
+class Session:
+    """A built session: the worker to run and the parts tests and the CLI inspect.
+
+    Attributes:
+        persona: Who the bot is.
+        worker: The ``PipelineWorker`` to hand to a ``WorkerRunner``.
+        context: The LLM context (system prompt, few-shot turns, then the conversation).
+        user_aggregator: Holds VAD and the turn strategies.
+        assistant_aggregator: Writes what the bot actually said into the context.
+        recorder: Collects turns with timings, voice-to-voice latency and TTFB.
+        processors: The pipeline's processors in order, for inspection.
+    """
+
+    persona: Persona
+    worker: PipelineWorker
+    context: LLMContext
+    user_aggregator: LLMUserAggregator
+    assistant_aggregator: LLMAssistantAggregator
+    recorder: TurnRecorderObserver
+    processors: list[FrameProcessor] = field(default_factory=list)
+
+    async def greet(self) -> None:
+        """Queue the persona's greeting; it is spoken and appended to the context."""
+        await self.worker.queue_frames([TTSSpeakFrame(self.persona.greeting)])
+
+
+def build_session(
+    persona: Persona,
+    *,
+    stt: FrameProcessor,
+    llm: FrameProcessor,
+    tts: FrameProcessor,
+    transport: BaseTransport,
+    settings: Settings,
+    recorders: Sequence[FrameProcessor] = (),
+    observers: Sequence[BaseObserver] = (),
+    audio_in_sample_rate: int = 16000,
+    audio_out_sample_rate: int = 24000,
+    idle_timeout_secs: float | None = 300,
+) -> Session:
+    """Assemble one tutoring session.
+
+    Args:
+        persona: The tutor or examiner.
+        stt: Speech-to-text service (frames of 16-bit PCM in, ``TranscriptionFrame`` out).
+        llm: LLM service reading the shared ``LLMContext``; it carries the persona's system
+            prompt as its system instruction (see :func:`pipelines.local.build_llm`).
+        tts: Text-to-speech service; receives one sentence per ``AggregatedTextFrame``.
+        transport: Where audio comes from and goes to (file, WebRTC, phone).
+        settings: VAD and turn-taking knobs.
+        recorders: Processors placed right after ``transport.output()`` (they see learner
+            and bot audio on one timeline).
+        observers: Extra observers (metrics, logging) added to the worker.
+        audio_in_sample_rate: Input rate in Hz (Silero VAD needs 16000 or 8000).
+        audio_out_sample_rate: Output rate in Hz; TTS audio is resampled to it.
+        idle_timeout_secs: End the session after this many seconds without activity.
+
+    Returns:
+        The built :class:`Session`; run ``session.worker`` with a ``WorkerRunner``.
+    """
+    context = LLMContext(messages=persona.initial_messages())  # type: ignore[arg-type]
+    user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
+        context,
+        user_params=LLMUserAggregatorParams(
+            vad_analyzer=SileroVADAnalyzer(
+                sample_rate=audio_in_sample_rate,
+                params=VADParams(stop_secs=settings.vad_stop_ms / 1000),
+            ),
+            user_turn_strategies=turn_strategies(persona, settings),
+        ),
+    )
+    processors: list[FrameProcessor] = [
+        transport.input(),
+        stt,
+        user_aggregator,
+        llm,
+        LLMTextProcessor(text_aggregator=SentenceAggregator()),
+        tts,
+        transport.output(),
+        *recorders,
+        assistant_aggregator,
+    ]
+    recorder = TurnRecorderObserver()
+    recorder.attach(user_aggregator, assistant_aggregator)
+    latency = UserBotLatencyObserver()
+    recorder.attach_latency(latency)
+    worker = PipelineWorker(
+        Pipeline(processors),
+        params=PipelineParams(
+            audio_in_sample_rate=audio_in_sample_rate,
+            audio_out_sample_rate=audio_out_sample_rate,
+            enable_metrics=True,
+            enable_usage_metrics=True,
+        ),
+        observers=[recorder, latency, *observers],
+        idle_timeout_secs=idle_timeout_secs,
+    )
+    return Session(
+        persona=persona,
+        worker=worker,
+        context=context,
+        user_aggregator=user_aggregator,
+        assistant_aggregator=assistant_aggregator,
+        recorder=recorder,
+        processors=processors,
+    )

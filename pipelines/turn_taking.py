@@ -1,0 +1,79 @@
+"""Turn taking per persona language: when a learner turn starts, and when it ends.
+
+Start. While the bot is silent, a turn starts at the learner's first voiced frame (VAD), so
+the end-of-turn model hears the whole utterance. While the bot speaks, a turn (and so a
+barge-in) starts only once STT has heard ``min_words_to_interrupt`` words: a one-word
+backchannel ("ja", "mhm", "jo") does not cut the tutor off.
+
+End. Smart-turn v3 decides for English and German (a pause longer than
+``smart_turn_max_pause_ms`` ends the turn even when the model hears it as unfinished); Czech,
+which smart-turn does not cover, ends a turn after a ``speech_timeout_ms`` pause.
+"""
+
+from __future__ import annotations
+
+from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
+from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    Frame,
+    VADUserStartedSpeakingFrame,
+)
+from pipecat.turns.types import ProcessFrameResult
+from pipecat.turns.user_start import MinWordsUserTurnStartStrategy, VADUserTurnStartStrategy
+from pipecat.turns.user_stop import (
+    SpeechTimeoutUserTurnStopStrategy,
+    TurnAnalyzerUserTurnStopStrategy,
+)
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+from config.personas import Persona
+from config.settings import Settings
+
+SMART_TURN_LANGUAGES = frozenset({"en", "de"})
+"""Languages smart-turn v3 was trained on among ours (it covers 23, not Czech)."""
+
+
+class QuietBotVADUserTurnStartStrategy(VADUserTurnStartStrategy):
+    """Start the learner's turn on VAD speech onset, but only while the bot is silent.
+
+    While the bot speaks this strategy stays out of the way, leaving the decision to
+    interrupt to :class:`MinWordsUserTurnStartStrategy`.
+    """
+
+    def __init__(self, **kwargs: object):
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._bot_speaking = False
+
+    async def process_frame(self, frame: Frame) -> ProcessFrameResult:
+        """Track the bot's speech; start a turn on VAD onset when it is silent."""
+        if isinstance(frame, BotStartedSpeakingFrame):
+            self._bot_speaking = True
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self._bot_speaking = False
+        elif isinstance(frame, VADUserStartedSpeakingFrame) and not self._bot_speaking:
+            await self.trigger_user_turn_started()
+            return ProcessFrameResult.STOP
+        return ProcessFrameResult.CONTINUE
+
+
+def turn_strategies(persona: Persona, settings: Settings) -> UserTurnStrategies:
+    """Return the turn start/stop strategies for the persona's language (see module doc)."""
+    stop: TurnAnalyzerUserTurnStopStrategy | SpeechTimeoutUserTurnStopStrategy
+    if persona.language in SMART_TURN_LANGUAGES:
+        analyzer = LocalSmartTurnAnalyzerV3(
+            params=SmartTurnParams(stop_secs=settings.smart_turn_max_pause_ms / 1000)
+        )
+        stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)
+    else:
+        stop = SpeechTimeoutUserTurnStopStrategy(
+            user_speech_timeout=settings.speech_timeout_ms / 1000
+        )
+    return UserTurnStrategies(
+        start=[
+            QuietBotVADUserTurnStartStrategy(),
+            MinWordsUserTurnStartStrategy(min_words=settings.min_words_to_interrupt),
+        ],
+        stop=[stop],
+    )

@@ -1,0 +1,1 @@
+"""voxtutor test suite."""

@@ -1,0 +1,1 @@
+"""Transports: where a session's audio comes from and goes to (files, WebRTC, Daily, phone)."""
