@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from loguru import logger
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from config.personas import PersonaError, list_personas, load_persona
@@ -24,6 +25,12 @@ models_app = typer.Typer(help="Offline models shipped in PyPI packages.", no_arg
 app.add_typer(models_app, name="models")
 console = Console()
 err = Console(stderr=True)
+
+
+def _fail(e: Exception) -> typer.Exit:
+    """Print ``e`` as one ``error:`` line (not wrapped, brackets in paths kept) → exit 2."""
+    err.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
+    return typer.Exit(2)
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -56,12 +63,11 @@ def session(
             run_file_session(persona, audio, out, settings, level=level, llm_base_url=llm_base_url)
         )
     except (PersonaError, AudioFileError, ModelError, LLMServerError, ValueError) as e:
-        err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from None
+        raise _fail(e) from None
     for turn in result.turns:
         who = "learner" if turn.role == "learner" else result.transcript["persona"]
         extra = f"  [dim]({turn.latency_ms} ms voice-to-voice)[/]" if turn.latency_ms else ""
-        console.print(f"[bold]{who}:[/] {turn.text}{extra}")
+        console.print(f"[bold]{who}:[/] {escape(turn.text)}{extra}")
     console.print(f"[dim]wrote {result.out_dir / 'transcript.json'}[/]")
 
 
@@ -89,8 +95,7 @@ def models_install(
     try:
         paths = install_models(model, small=small, home=get_settings().home)
     except ModelError as e:
-        err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from None
+        raise _fail(e) from None
     for p in paths:
         console.print(str(p))
 
@@ -106,8 +111,7 @@ def models_verify(
     try:
         paths = verify_models(model, get_settings().home, small=small)
     except ModelError as e:
-        err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from None
+        raise _fail(e) from None
     for p in paths:
         console.print(f"[green]ok[/] {p}")
 

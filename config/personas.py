@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PERSONA_DIR = Path(__file__).parent / "personas"
 
 Language = Literal["en", "de", "cs"]
 CefrLevel = Literal["A1", "A2", "B1", "B2", "C1", "C2"]
 LANGUAGE_NAMES: dict[str, str] = {"en": "English", "de": "German", "cs": "Czech"}
+PROMPT_PLACEHOLDERS = ("level", "language", "name", "acs_areas")
+"""What ``system_prompt`` may refer to as ``{placeholder}``."""
 
 
 class PersonaError(ValueError):
@@ -70,6 +72,19 @@ class Persona(BaseModel):
     stt_keyterms: tuple[str, ...] = ()
     voice: str = Field(min_length=1)
     acs_areas: tuple[str, ...] = ()
+
+    @field_validator("system_prompt")
+    @classmethod
+    def _known_placeholders(cls, prompt: str) -> str:
+        # A typo such as {levl} must fail here, not as a KeyError when the session starts.
+        try:
+            prompt.format(**dict.fromkeys(PROMPT_PLACEHOLDERS, ""))
+        except KeyError as e:
+            allowed = ", ".join(f"{{{p}}}" for p in PROMPT_PLACEHOLDERS)
+            raise ValueError(f"unknown placeholder {{{e.args[0]}}}; use {allowed}") from None
+        except (IndexError, ValueError) as e:
+            raise ValueError(f"not a valid template ({e}); write a literal brace twice") from None
+        return prompt
 
     @model_validator(mode="after")
     def _voice_speaks_language(self) -> Persona:

@@ -18,6 +18,7 @@ from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     MetricsFrame,
+    UserStartedSpeakingFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
@@ -97,6 +98,7 @@ class TurnRecorderObserver(BaseObserver):
         self._t0: float | None = None
         self._learner_start: float | None = None
         self._learner_end: float | None = None
+        self._learner_in_turn = False
         self._bot_speaking = False
         self._bot_start: float | None = None
         self._bot_end: float | None = None
@@ -141,8 +143,13 @@ class TurnRecorderObserver(BaseObserver):
                     self._cycle_ttfb.setdefault(service_kind(m.processor), round(m.value * 1000))
         elif isinstance(frame, VADUserStartedSpeakingFrame):
             self._cycle_ttfb = {}  # a new learner → bot cycle
-            if self._learner_start is None:
+            # Until a user turn starts, the latest speech is the candidate start: earlier
+            # speech that started no turn (a backchannel under the bot) is not part of it.
+            if not self._learner_in_turn:
                 self._learner_start = now - frame.start_secs
+                self._learner_end = None
+        elif isinstance(frame, UserStartedSpeakingFrame):
+            self._learner_in_turn = True
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             self._learner_end = now - frame.stop_secs
         elif isinstance(frame, BotStartedSpeakingFrame):
@@ -162,7 +169,9 @@ class TurnRecorderObserver(BaseObserver):
         self, _aggregator: Any, _strategy: Any, message: UserTurnStoppedMessage
     ) -> None:
         text = (message.content or "").strip()
+        self._learner_in_turn = False
         if not text:
+            self._learner_start = self._learner_end = None
             return
         end = self._learner_end if self._learner_end is not None else self._clock()
         record = TurnRecord(

@@ -179,7 +179,7 @@ class LlamaServer:
                 await asyncio.sleep(0.2)
         await self._terminate()
         raise LLMServerError(
-            f"LLM server not ready after {self.ready_timeout_s:.0f} s:\n{self.log_tail()}"
+            f"LLM server not ready after {self.ready_timeout_s:g} s:\n{self.log_tail()}"
         )
 
     async def is_ready(self) -> bool:

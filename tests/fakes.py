@@ -25,6 +25,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 from pipecat.transports.base_input import BaseInputTransport
+from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 from transports.file import FileOutputTransport
@@ -104,15 +105,15 @@ class RecordingOutputTransport(FileOutputTransport):
 
 
 class ScriptedTransport(BaseTransport):
-    """``IdleInputTransport`` in, ``RecordingOutputTransport`` out."""
+    """``IdleInputTransport`` in; ``output`` (default ``RecordingOutputTransport``) out."""
 
-    def __init__(self):
+    def __init__(self, output: BaseOutputTransport | None = None):
         super().__init__(name="ScriptedTransport")
         self._in = IdleInputTransport()
-        self._out = RecordingOutputTransport()
+        self._out = output or RecordingOutputTransport()
 
     def input(self) -> IdleInputTransport:
         return self._in
 
-    def output(self) -> RecordingOutputTransport:
+    def output(self):
         return self._out

@@ -1,0 +1,34 @@
+# voxtutor: offline-capable image (local tier models are assembled at build time).
+# Build: docker build -t voxtutor .
+# Run a session on a mounted recording:
+#   docker run --rm -v "$PWD/in:/in" -v "$PWD/out:/out" voxtutor \
+#     session --persona german-tutor --audio /in/turn1.wav --out /out
+FROM python:3.11-slim-bookworm
+
+# espeak-ng speaks German/Czech; build tools compile llama.cpp (llama-cpp-python is an sdist).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends espeak-ng build-essential cmake libgomp1 \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY pyproject.toml README.md cli.py ./
+COPY config ./config
+COPY models ./models
+COPY observers ./observers
+COPY pipelines ./pipelines
+COPY processors ./processors
+COPY services ./services
+COPY transports ./transports
+
+# Portable CPU build (no -march=native): AVX2/FMA/F16C cover x86-64 servers of the last decade.
+ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+RUN pip install --no-cache-dir . \
+ && apt-get purge -y build-essential cmake && apt-get autoremove -y
+
+ENV VOXTUTOR_HOME=/var/lib/voxtutor
+RUN voxtutor models install
+
+RUN useradd --system --home /app voxtutor && chown -R voxtutor /var/lib/voxtutor
+USER voxtutor
+ENTRYPOINT ["voxtutor"]
+CMD ["personas"]
