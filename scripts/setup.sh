@@ -30,5 +30,6 @@ echo "==> pip install -e .[dev]"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
 
-echo "==> voxtutor models install"
+echo "==> voxtutor models install (default set, then the small LLM the fast tests use)"
 .venv/bin/voxtutor models install
+.venv/bin/voxtutor models install --model qwen2.5-coder-0.5b

@@ -25,13 +25,12 @@ from pipecat.pipeline.worker import PipelineParams
 from pipecat.tests.utils import run_test
 from pipecat.transcriptions.language import Language
 
-from services.espeak_tts import (
+from services.espeak_process import (
     ESPEAK_NOT_FOUND_MESSAGE,
     EspeakSynthesisError,
-    EspeakTTSService,
-    espeak_voice_for_language,
     parse_wav_header,
 )
+from services.espeak_tts import EspeakTTSService, espeak_voice_for_language
 
 GERMAN = "Guten Tag, heute sprechen wir über das Wetter in Deutschland."
 CZECH = "Dobrý den, dnes budeme mluvit o počasí v České republice."
