@@ -79,6 +79,13 @@ def espeak_voice_for_language(language: Language | str) -> str:
     return code
 
 
+def _options(settings: EspeakTTSSettings) -> tuple[int, int, int]:
+    """Return ``(rate_wpm, pitch, word_gap_ms)`` of settings that have all three."""
+    rate_wpm, pitch, word_gap_ms = settings.rate_wpm, settings.pitch, settings.word_gap_ms
+    assert is_given(rate_wpm) and is_given(pitch) and is_given(word_gap_ms)
+    return rate_wpm, pitch, word_gap_ms
+
+
 def _check_options(rate_wpm: int, pitch: int, word_gap_ms: int) -> None:
     if not MIN_RATE_WPM <= rate_wpm <= MAX_RATE_WPM:
         raise ValueError(
@@ -175,7 +182,7 @@ class EspeakTTSService(TTSService):
         self._chunk_ms = chunk_ms
         self._processes: set[asyncio.subprocess.Process] = set()
 
-        _check_options(self._rate_wpm, self._pitch, self._word_gap_ms)
+        _check_options(*_options(self._settings))
         check_voice(self.voice, self._executable)
 
     @property
@@ -184,21 +191,6 @@ class EspeakTTSService(TTSService):
         voice = self._settings.voice
         assert isinstance(voice, str)
         return voice
-
-    @property
-    def _rate_wpm(self) -> int:
-        assert is_given(self._settings.rate_wpm)
-        return self._settings.rate_wpm
-
-    @property
-    def _pitch(self) -> int:
-        assert is_given(self._settings.pitch)
-        return self._settings.pitch
-
-    @property
-    def _word_gap_ms(self) -> int:
-        assert is_given(self._settings.word_gap_ms)
-        return self._settings.word_gap_ms
 
     def can_generate_metrics(self) -> bool:
         """Return True: this service generates TTFB, processing and usage metrics."""
@@ -210,6 +202,7 @@ class EspeakTTSService(TTSService):
 
     def command(self) -> list[str]:
         """Return the espeak-ng command line for the current settings, without the text."""
+        rate_wpm, pitch, word_gap_ms = _options(self._settings)
         return [
             self._executable,
             "--stdout",
@@ -219,11 +212,11 @@ class EspeakTTSService(TTSService):
             "-v",
             self.voice,
             "-s",
-            str(self._rate_wpm),
+            str(rate_wpm),
             "-p",
-            str(self._pitch),
+            str(pitch),
             "-g",
-            str(round(self._word_gap_ms / 10)),  # espeak-ng counts the word gap in 10 ms units
+            str(round(word_gap_ms / 10)),  # espeak-ng counts the word gap in 10 ms units
         ]
 
     def synthesize(self, text: str, sample_rate: int) -> AsyncGenerator[bytes, None]:
@@ -328,9 +321,7 @@ class EspeakTTSService(TTSService):
             voice = candidate.voice
             if not isinstance(voice, str):
                 raise ValueError(f"invalid espeak-ng voice {voice!r}")
-            rate, pitch, gap = candidate.rate_wpm, candidate.pitch, candidate.word_gap_ms
-            assert is_given(rate) and is_given(pitch) and is_given(gap)
-            _check_options(rate, pitch, gap)
+            _check_options(*_options(candidate))
             if voice != self.voice:
                 await acheck_voice(voice, self._executable)
         except (ValueError, OSError, TimeoutError) as e:
