@@ -1,0 +1,1 @@
+"""Alembic migrations of the voxtutor store (run with :func:`store.migrate`)."""

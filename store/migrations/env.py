@@ -1,0 +1,93 @@
+"""Alembic environment: async engines (``sqlite+aiosqlite``, ``postgresql+asyncpg``).
+
+Two ways in:
+
+* Programmatically (:func:`store.migrate`): the caller opens an async connection and runs
+  ``alembic.command.upgrade`` inside ``AsyncConnection.run_sync``, passing the sync connection
+  in ``config.attributes["connection"]``; migrations run on it directly.
+* The ``alembic`` command line (``alembic upgrade head`` from the repository root): the URL is
+  ``$DATABASE_URL``, else ``sqlalchemy.url`` from ``alembic.ini``, else the default SQLite
+  file under ``$VOXTUTOR_HOME``; an async engine is created and driven with ``asyncio.run``
+  (Alembic's documented async template).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from logging.config import fileConfig
+
+from alembic import context
+from sqlalchemy import pool
+from sqlalchemy.engine import Connection
+
+from store.db import create_engine, default_database_url, normalize_url
+from store.models import Base
+
+config = context.config
+if config.config_file_name is not None:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+target_metadata = Base.metadata
+
+
+def _url() -> str:
+    url = os.environ.get("DATABASE_URL") or config.get_main_option("sqlalchemy.url")
+    if not url:
+        from models.registry import voxtutor_home
+
+        url = default_database_url(voxtutor_home())
+    return normalize_url(url)
+
+
+def _configure(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_type=True,
+        render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER much
+    )
+
+
+def run_migrations_offline() -> None:
+    """Emit the migration SQL for the configured URL without connecting (``--sql``)."""
+    context.configure(
+        url=_url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def do_run_migrations(connection: Connection) -> None:
+    """Run the pending migrations on a sync connection (inside ``run_sync``)."""
+    _configure(connection)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def run_async_migrations() -> None:
+    """Create an async engine for the configured URL and run the migrations on it."""
+    engine = create_engine(_url(), poolclass=pool.NullPool)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(do_run_migrations)
+    finally:
+        await engine.dispose()
+
+
+def run_migrations_online() -> None:
+    """Run migrations on the caller's connection, or on a new async engine."""
+    connection = config.attributes.get("connection")
+    if connection is None:
+        asyncio.run(run_async_migrations())
+    else:
+        do_run_migrations(connection)
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,196 @@
+"""ORM models: API keys, learners, tutoring sessions, turns and usage events.
+
+The schema is portable between SQLite and PostgreSQL (``String``, ``Integer``, ``Float``,
+``Boolean``, ``JSON``, ``DateTime(timezone=True)``). Every timestamp is timezone-aware UTC in
+Python; SQLite stores it as naive UTC text and :class:`UTCDateTime` re-attaches the zone.
+
+The initial Alembic migration (``store/migrations/versions/0001_initial.py``) creates exactly
+these tables; a change here needs a new migration.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+TARGET_LANGUAGES = ("en", "de", "cs")
+CEFR_LEVELS = ("A1", "A2", "B1", "B2", "C1", "C2")
+SESSION_STATUSES = ("starting", "ready", "active", "ended", "failed")
+TERMINAL_STATUSES = ("ended", "failed")
+LIVE_STATUSES = ("starting", "ready", "active")
+TURN_ROLES = ("learner", "bot")
+USAGE_SERVICES = ("stt", "llm", "tts")
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+"""Deterministic constraint names, identical on both backends (Alembic can address them)."""
+
+
+def utcnow() -> datetime:
+    """Return the current time as a timezone-aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """Return a new random UUID4 as its 36-character string."""
+    return str(uuid.uuid4())
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """``DateTime(timezone=True)`` that always round-trips aware UTC datetimes.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no zone support, so values are stored as
+    naive UTC and the zone is re-attached when read.
+
+    Raises:
+        ValueError: When binding a naive datetime (its zone would be a guess).
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert an aware datetime to UTC (naive UTC for SQLite)."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        """Return the stored value as an aware UTC datetime."""
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the voxtutor schema."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ApiKey(Base):
+    """An API key; only its SHA-256 hash and an 8-character display prefix are stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(8), index=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class Learner(Base):
+    """A learner, owned by the API key that created it."""
+
+    __tablename__ = "learners"
+    __table_args__ = (
+        CheckConstraint(_in("target_language", TARGET_LANGUAGES), name="target_language"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    target_language: Mapped[str] = mapped_column(String(2))
+    cefr_level: Mapped[str] = mapped_column(String(2))
+    interests: Mapped[list[str]] = mapped_column(JSON, default=list)
+    phone: Mapped[str | None] = mapped_column(String(32), unique=True, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class TutorSession(Base):
+    """One tutoring session (a call or a browser conversation)."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (
+        CheckConstraint(_in("status", SESSION_STATUSES), name="status"),
+        Index("ix_sessions_owner_key_id_created_at", "owner_key_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    learner_id: Mapped[str] = mapped_column(
+        ForeignKey("learners.id", ondelete="CASCADE"), index=True
+    )
+    owner_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    persona: Mapped[str] = mapped_column(String(100))
+    tier: Mapped[str] = mapped_column(String(50))
+    transport: Mapped[str] = mapped_column(String(50))
+    status: Mapped[str] = mapped_column(String(16), default="starting", index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    end_reason: Mapped[str | None] = mapped_column(String(200), default=None)
+    token_hash: Mapped[str] = mapped_column(String(64))
+
+
+class Turn(Base):
+    """One completed learner or bot turn, written as soon as it completes."""
+
+    __tablename__ = "turns"
+    __table_args__ = (
+        UniqueConstraint("session_id", "index"),
+        CheckConstraint(_in("role", TURN_ROLES), name="role"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(8))
+    text: Mapped[str] = mapped_column(Text)
+    start_ms: Mapped[int | None] = mapped_column(Integer, default=None)
+    end_ms: Mapped[int | None] = mapped_column(Integer, default=None)
+    latency_ms: Mapped[int | None] = mapped_column(Integer, default=None)
+    ttfb_ms: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class UsageEvent(Base):
+    """A metered quantity (characters, tokens, audio seconds) used by one service."""
+
+    __tablename__ = "usage_events"
+    __table_args__ = (CheckConstraint(_in("service", USAGE_SERVICES), name="service"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    service: Mapped[str] = mapped_column(String(8))
+    provider: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(200))
+    metric: Mapped[str] = mapped_column(String(50))
+    quantity: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
