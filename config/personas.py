@@ -19,6 +19,12 @@ PERSONA_DIR = Path(__file__).parent / "personas"
 Language = Literal["en", "de", "cs"]
 CefrLevel = Literal["A1", "A2", "B1", "B2", "C1", "C2"]
 LANGUAGE_NAMES: dict[str, str] = {"en": "English", "de": "German", "cs": "Czech"}
+DEFAULT_FAREWELLS: dict[str, str] = {
+    "en": "Thank you, that's all for today. Goodbye!",
+    "de": "Danke, das war's für heute. Tschüss!",
+    "cs": "Děkuji, to je pro dnešek všechno. Ahoj!",
+}
+"""What the bot says when a session is ended from outside, per language."""
 PROMPT_PLACEHOLDERS = ("level", "language", "name", "acs_areas")
 """What ``system_prompt`` may refer to as ``{placeholder}``."""
 
@@ -57,6 +63,7 @@ class Persona(BaseModel):
         voice: Local-tier voice: a Piper voice for English (``en_US-joe-medium``), an
             espeak-ng voice for German and Czech (``de``, ``cs``, variants like ``de+m3``).
         acs_areas: For examiners, the ACS areas of operation to cover (FAA-S-ACS-6C).
+        farewell: Goodbye spoken when the session is ended; a language default if unset.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -72,6 +79,12 @@ class Persona(BaseModel):
     stt_keyterms: tuple[str, ...] = ()
     voice: str = Field(min_length=1)
     acs_areas: tuple[str, ...] = ()
+    farewell: str | None = None
+
+    @property
+    def farewell_text(self) -> str:
+        """The goodbye spoken when the session is ended: ``farewell`` or a language default."""
+        return self.farewell or DEFAULT_FAREWELLS[self.language]
 
     @field_validator("system_prompt")
     @classmethod

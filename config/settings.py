@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LocalLLM = Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"]
@@ -43,6 +43,15 @@ class Settings(BaseSettings):
         min_words_to_interrupt: Words a learner must say while the bot speaks to barge in,
             so a one-word backchannel ("ja", "mhm") does not interrupt.
         log_level: loguru level for the console.
+        database_url: SQLAlchemy URL of the store (``DATABASE_URL``); SQLite file under
+            ``home`` when unset. ``postgresql://`` and ``sqlite://`` URLs get async drivers.
+        host: Address ``voxtutor serve`` binds.
+        port: TCP port ``voxtutor serve`` listens on.
+        workers: uvicorn worker processes (sessions run in their own processes anyway).
+        max_sessions: Concurrent sessions; beyond it the API answers 429 with Retry-After.
+        session_idle_timeout_s: End a session after this many seconds without speech.
+        cors_origins: Origins allowed to call the API from a browser (comma-separated in env).
+        max_body_bytes: Largest request body accepted, bytes (an SDP offer is ~5-10 KB).
     """
 
     model_config = SettingsConfigDict(env_prefix="VOXTUTOR_", env_file=".env", extra="ignore")
@@ -61,6 +70,27 @@ class Settings(BaseSettings):
     smart_turn_max_pause_ms: int = Field(default=2000, ge=300, le=10000)
     min_words_to_interrupt: int = Field(default=3, ge=1)
     log_level: str = "INFO"
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "VOXTUTOR_DATABASE_URL")
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
+    max_sessions: int = Field(default=4, ge=1)
+    session_idle_timeout_s: float = Field(default=300.0, gt=0)
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    @property
+    def store_url(self) -> str:
+        """The store's URL: ``database_url`` or ``sqlite+aiosqlite:///<home>/voxtutor.db``."""
+        from store import default_database_url, normalize_url
+
+        return (
+            normalize_url(self.database_url)
+            if self.database_url
+            else default_database_url(self.home)
+        )
 
 
 @lru_cache(maxsize=1)

@@ -7,7 +7,7 @@ language (``pipelines.turn_taking``); barge-in is Pipecat's ``InterruptionFrame`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from pipecat.audio.vad.silero import SileroVADAnalyzer
@@ -30,7 +30,7 @@ from pipecat.transports.base_transport import BaseTransport
 
 from config.personas import Persona
 from config.settings import Settings
-from observers.turn_recorder import TurnRecorderObserver
+from observers.turn_recorder import TurnRecord, TurnRecorderObserver
 from pipelines.turn_taking import turn_strategies
 from processors.sentence_aggregator import SentenceAggregator
 
@@ -78,6 +78,7 @@ def build_session(
     audio_in_sample_rate: int = 16000,
     audio_out_sample_rate: int = 24000,
     idle_timeout_secs: float | None = 300,
+    on_turn: Callable[[TurnRecord], Awaitable[None]] | None = None,
 ) -> Session:
     """Assemble one tutoring session.
 
@@ -95,6 +96,7 @@ def build_session(
         audio_in_sample_rate: Input rate in Hz (Silero VAD needs 16000 or 8000).
         audio_out_sample_rate: Output rate in Hz; TTS audio is resampled to it.
         idle_timeout_secs: End the session after this many seconds without activity.
+        on_turn: Awaited with each turn as soon as it completes (e.g. to store it).
 
     Returns:
         The built :class:`Session`; run ``session.worker`` with a ``WorkerRunner``.
@@ -121,7 +123,7 @@ def build_session(
         *recorders,
         assistant_aggregator,
     ]
-    recorder = TurnRecorderObserver()
+    recorder = TurnRecorderObserver(on_turn=on_turn)
     recorder.attach(user_aggregator, assistant_aggregator)
     latency = UserBotLatencyObserver()
     recorder.attach_latency(latency)

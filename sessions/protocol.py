@@ -1,0 +1,77 @@
+"""What the server and a session process say to each other (JSON lines over stdin/stdout).
+
+Server → process, one JSON object per line on stdin::
+
+    {"op": "offer", "id": 1, "sdp": "...", "type": "offer", "pc_id": null, "restart_pc": false}
+    {"op": "ice", "id": 2, "pc_id": "...", "candidates": [{"candidate": "...", "sdp_mid": "0",
+     "sdp_mline_index": 0}]}
+    {"op": "end", "id": 3, "reason": "ended by client"}
+
+Process → server, one JSON object per line on stdout::
+
+    {"event": "ready"}                                  pipeline built, waiting for a peer
+    {"event": "reply", "id": 1, "ok": true, "data": {...}}   answer to a request (SDP answer)
+    {"event": "reply", "id": 2, "ok": false, "error": "message"}
+    {"event": "status", "status": "active"}             a peer connected / the learner spoke
+    {"event": "ended", "reason": "..."}                 the pipeline finished
+
+Turns are not sent here: the process writes each turn to the store when it completes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Transport = Literal["webrtc", "daily"]
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """Everything a session process needs to build its pipeline.
+
+    Attributes:
+        session_id: The store's session id.
+        persona: Persona id.
+        tier: Tier name (``local``).
+        transport: ``webrtc`` (SmallWebRTC, offer/answer through the server) or ``daily``.
+        cefr_level: The learner's CEFR level, or ``None`` for the persona default.
+        learner_name: For the greeting and the prompt, or ``None``.
+        database_url: Store URL; the process writes turns there.
+        llm_base_url: OpenAI-compatible server of the local tier (shared by all sessions).
+        idle_timeout_s: End the session after this many seconds without activity.
+    """
+
+    session_id: str
+    persona: str
+    tier: str
+    transport: Transport
+    database_url: str
+    llm_base_url: str
+    cefr_level: str | None = None
+    learner_name: str | None = None
+    idle_timeout_s: float = 300.0
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the spec as a JSON-ready dict (passed to the process as an argument)."""
+        return asdict(self)
+
+
+class CapacityError(RuntimeError):
+    """All session slots are taken.
+
+    Attributes:
+        retry_after_s: Seconds after which a slot may be free (for ``Retry-After``).
+    """
+
+    def __init__(self, message: str, retry_after_s: int = 30):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class SessionNotRunningError(LookupError):
+    """The session has no live process (never started, ended or failed)."""
+
+
+class SessionRequestError(RuntimeError):
+    """The session process refused a request (e.g. malformed SDP); the message says why."""

@@ -1,0 +1,241 @@
+"""The server's side of session processes: spawn, relay signalling, cap, end, detect death.
+
+Each session runs ``python -m sessions.worker`` (its own process, as Pipecat recommends). The
+supervisor caps how many run at once, relays the browser's SDP offer and ICE candidates over
+the process's stdin/stdout (see :mod:`sessions.protocol`), asks it to end politely, and marks
+the session ``failed`` in the store if the process dies without ending: the server stays up and
+the turns the process already wrote stay stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from sessions.protocol import (
+    CapacityError,
+    SessionNotRunningError,
+    SessionRequestError,
+    SessionSpec,
+)
+from store import Store
+
+READY_TIMEOUT_S = 90.0
+"""Longest wait for a new process to load its models and report ready, seconds."""
+REQUEST_TIMEOUT_S = 30.0
+"""Longest wait for a process to answer a relayed request (SDP offer, ICE), seconds."""
+END_GRACE_S = 20.0
+"""After an ``end`` request, seconds allowed for the goodbye before the process is killed."""
+
+
+@dataclass
+class _Child:
+    spec: SessionSpec
+    proc: asyncio.subprocess.Process
+    started_at: float
+    ready: asyncio.Future[None]
+    pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    ended: bool = False
+    reader: asyncio.Task[None] | None = None
+    watcher: asyncio.Task[None] | None = None
+
+
+class SessionSupervisor:
+    """Runs every session in a child process and keeps the store's status in step.
+
+    Args:
+        store: Where session statuses are written.
+        max_sessions: Concurrent sessions; :meth:`spawn` raises :class:`CapacityError` beyond.
+        log_dir: Each process's stderr goes to ``<log_dir>/<session_id>.log``.
+        python: Interpreter for the session processes.
+    """
+
+    def __init__(
+        self, store: Store, *, max_sessions: int, log_dir: Path, python: str = sys.executable
+    ):
+        self.store = store
+        self.max_sessions = max_sessions
+        self.log_dir = Path(log_dir)
+        self.python = python
+        self.spawn_seconds: list[float] = []
+        """Spawn-to-ready time of each session started, seconds (for metrics)."""
+        self._children: dict[str, _Child] = {}
+        self._ids = itertools.count(1)
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def active_count(self) -> int:
+        """Session processes alive now (starting or running)."""
+        return len(self._children)
+
+    def is_running(self, session_id: str) -> bool:
+        """Whether ``session_id`` has a live process."""
+        return session_id in self._children
+
+    def pid(self, session_id: str) -> int | None:
+        """PID of the session's process, or ``None``."""
+        child = self._children.get(session_id)
+        return child.proc.pid if child else None
+
+    async def spawn(self, spec: SessionSpec) -> None:
+        """Start the session's process and return once it is ready for an offer.
+
+        Raises:
+            CapacityError: ``max_sessions`` processes are already running.
+            RuntimeError: The process exited or did not become ready in time; the session
+                is marked ``failed`` with the reason.
+        """
+        if len(self._children) >= self.max_sessions:
+            raise CapacityError(f"all {self.max_sessions} session slots are in use")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{spec.session_id}.log", "ab")  # noqa: ASYNC230
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self.python, "-m", "sessions.worker", json.dumps(spec.to_json()),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
+            )  # fmt: skip
+        finally:
+            log.close()
+        loop = asyncio.get_running_loop()
+        child = _Child(spec, proc, time.monotonic(), loop.create_future())
+        self._children[spec.session_id] = child
+        child.reader = asyncio.create_task(self._read(child))
+        child.watcher = asyncio.create_task(self._watch(child))
+        try:
+            await asyncio.wait_for(asyncio.shield(child.ready), READY_TIMEOUT_S)
+        except (TimeoutError, RuntimeError) as e:
+            reason = str(e) or f"not ready after {READY_TIMEOUT_S:.0f} s"
+            await self._kill(child)
+            await self.store.set_session_status(spec.session_id, "failed", reason)
+            raise RuntimeError(f"session process failed to start: {reason}") from None
+        self.spawn_seconds.append(time.monotonic() - child.started_at)
+        await self.store.set_session_status(spec.session_id, "ready")
+
+    async def _read(self, child: _Child) -> None:
+        assert child.proc.stdout is not None
+        while line := await child.proc.stdout.readline():
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                logger.warning(f"session {child.spec.session_id}: stray output {line[:80]!r}")
+                continue
+            event = msg.get("event")
+            if event == "ready" and not child.ready.done():
+                child.ready.set_result(None)
+            elif event == "reply":
+                fut = child.pending.pop(msg.get("id", -1), None)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+            elif event == "ended":
+                child.ended = True
+
+    async def _watch(self, child: _Child) -> None:
+        code = await child.proc.wait()
+        if child.reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await child.reader
+        sid = child.spec.session_id
+        self._children.pop(sid, None)
+        if not child.ready.done():
+            child.ready.set_exception(RuntimeError(f"process exited with status {code}"))
+        for fut in child.pending.values():
+            if not fut.done():
+                fut.set_exception(SessionNotRunningError(f"session {sid} ended"))
+        if not child.ended:
+            reason = f"session process died (exit status {code})"
+            logger.error(f"session {sid}: {reason}")
+            with contextlib.suppress(Exception):
+                await self.store.set_session_status(sid, "failed", reason)
+
+    async def _request(self, session_id: str, message: dict[str, Any]) -> dict[str, Any]:
+        child = self._children.get(session_id)
+        if child is None or child.proc.stdin is None:
+            raise SessionNotRunningError(f"session {session_id} is not running")
+        rid = next(self._ids)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        child.pending[rid] = fut
+        try:
+            child.proc.stdin.write((json.dumps({**message, "id": rid}) + "\n").encode())
+            await child.proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError) as e:
+            child.pending.pop(rid, None)
+            raise SessionNotRunningError(f"session {session_id} is not running") from e
+        try:
+            reply = await asyncio.wait_for(fut, REQUEST_TIMEOUT_S)
+        except TimeoutError:
+            child.pending.pop(rid, None)
+            raise SessionRequestError("the session did not answer in time") from None
+        if not reply.get("ok"):
+            raise SessionRequestError(str(reply.get("error", "request refused")))
+        data: dict[str, Any] = reply.get("data") or {}
+        return data
+
+    async def offer(self, session_id: str, offer: dict[str, Any]) -> dict[str, Any]:
+        """Relay a browser's SDP offer; return the answer ``{sdp, type, pc_id}``.
+
+        Raises:
+            SessionNotRunningError: No live process for the session.
+            SessionRequestError: The process refused the offer (e.g. malformed SDP).
+        """
+        return await self._request(session_id, {"op": "offer", **offer})
+
+    async def ice(self, session_id: str, patch: dict[str, Any]) -> None:
+        """Relay trickled ICE candidates ``{pc_id, candidates: [...]}``.
+
+        Raises:
+            SessionNotRunningError: No live process for the session.
+            SessionRequestError: The process refused the candidates.
+        """
+        await self._request(session_id, {"op": "ice", **patch})
+
+    async def end(self, session_id: str, reason: str = "ended by client") -> None:
+        """Ask the session to say goodbye and stop; kill it after ``END_GRACE_S`` seconds.
+
+        Raises:
+            SessionNotRunningError: No live process for the session.
+        """
+        child = self._children.get(session_id)
+        if child is None:
+            raise SessionNotRunningError(f"session {session_id} is not running")
+        with contextlib.suppress(SessionRequestError, SessionNotRunningError):
+            await self._request(session_id, {"op": "end", "reason": reason})
+        task = asyncio.create_task(self._reap_after(child, END_GRACE_S))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _reap_after(self, child: _Child, grace_s: float) -> None:
+        try:
+            await asyncio.wait_for(child.proc.wait(), grace_s)
+        except TimeoutError:
+            await self._kill(child)
+            await self.store.set_session_status(child.spec.session_id, "ended", "ended (forced)")
+
+    async def _kill(self, child: _Child) -> None:
+        if child.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.kill()
+            await child.proc.wait()
+
+    async def shutdown(self) -> None:
+        """Stop every session process (closing stdin ends idle ones; the rest are killed)."""
+        children = list(self._children.values())
+        for child in children:
+            if child.proc.stdin is not None:
+                child.proc.stdin.close()
+        for child in children:
+            try:
+                await asyncio.wait_for(child.proc.wait(), 5)
+            except TimeoutError:
+                await self._kill(child)
+            if child.watcher is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await child.watcher

@@ -1,0 +1,179 @@
+"""Entry point of one session process: ``python -m sessions.worker '<SessionSpec JSON>'``.
+
+Loads the persona's services (models load here, once per session), reports ``ready``, then
+waits for the browser's SDP offer relayed by the server. The offer creates the SmallWebRTC
+connection and the pipeline starts; each turn is written to the store when it completes, so
+a crash loses nothing already said. An ``end`` request makes the bot say goodbye first.
+See :mod:`sessions.protocol` for the messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+from loguru import logger
+
+from sessions.protocol import SessionSpec
+
+
+class _Channel:
+    """JSON lines on stdin/stdout (stdout carries nothing else: logs go to stderr)."""
+
+    def __init__(self) -> None:
+        self._out = sys.stdout
+
+    def send(self, message: dict[str, Any]) -> None:
+        self._out.write(json.dumps(message) + "\n")
+        self._out.flush()
+
+    async def requests(self) -> Any:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while line := await reader.readline():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                logger.warning(f"ignoring a malformed control line: {line[:80]!r}")
+
+
+async def run(spec: SessionSpec) -> int:
+    """Run one session to its end; return the process exit status (0 on a normal end)."""
+    from pipecat.frames.frames import EndFrame, TTSSpeakFrame
+    from pipecat.transports.base_transport import TransportParams
+    from pipecat.transports.smallwebrtc.request_handler import (
+        ConnectionMode,
+        IceCandidate,
+        SmallWebRTCPatchRequest,
+        SmallWebRTCRequest,
+        SmallWebRTCRequestHandler,
+    )
+    from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
+    from pipecat.workers.runner import WorkerRunner
+
+    from config.personas import load_persona
+    from config.settings import get_settings
+    from observers.turn_recorder import TurnRecord
+    from pipelines.local import build_local_services
+    from pipelines.session import build_session
+    from store import Store
+
+    channel = _Channel()
+    settings = get_settings()
+    persona = load_persona(spec.persona)
+    store = await Store.open(spec.database_url, migrate=False)
+    services = build_local_services(persona, settings, spec.llm_base_url, spec.cefr_level)
+    handler = SmallWebRTCRequestHandler(connection_mode=ConnectionMode.SINGLE)
+    runner = WorkerRunner(handle_sigint=False)
+    started: asyncio.Event = asyncio.Event()
+    tasks: set[asyncio.Task[Any]] = set()
+    session_box: dict[str, Any] = {}
+
+    async def on_turn(turn: TurnRecord) -> None:
+        await store.add_turn(spec.session_id, turn)
+        if turn.role == "learner" and turn.index <= 1:
+            await store.set_session_status(spec.session_id, "active")
+
+    async def on_connection(connection: Any) -> None:
+        transport = SmallWebRTCTransport(
+            webrtc_connection=connection,
+            params=TransportParams(audio_in_enabled=True, audio_out_enabled=True),
+        )
+        session = build_session(
+            persona,
+            stt=services.stt,
+            llm=services.llm,
+            tts=services.tts,
+            transport=transport,
+            settings=settings,
+            idle_timeout_secs=spec.idle_timeout_s,
+            on_turn=on_turn,
+        )
+        session_box["session"] = session
+
+        @transport.event_handler("on_client_connected")
+        async def _connected(_t: Any, _c: Any) -> None:
+            await session.greet()
+
+        @transport.event_handler("on_client_disconnected")
+        async def _disconnected(_t: Any, _c: Any) -> None:
+            session_box["end_reason"] = "client disconnected"
+            await session.worker.cancel()
+
+        await runner.add_workers(session.worker)
+        started.set()
+
+    async def serve_requests() -> None:
+        async for req in channel.requests():
+            op, rid = req.get("op"), req.get("id")
+            try:
+                if op == "offer":
+                    answer = await handler.handle_web_request(
+                        SmallWebRTCRequest(
+                            sdp=req["sdp"],
+                            type=req.get("type", "offer"),
+                            pc_id=req.get("pc_id"),
+                            restart_pc=req.get("restart_pc"),
+                        ),
+                        on_connection,
+                    )
+                    channel.send({"event": "reply", "id": rid, "ok": True, "data": answer})
+                elif op == "ice":
+                    await handler.handle_patch_request(
+                        SmallWebRTCPatchRequest(
+                            pc_id=req["pc_id"],
+                            candidates=[IceCandidate(**c) for c in req.get("candidates", [])],
+                        )
+                    )
+                    channel.send({"event": "reply", "id": rid, "ok": True, "data": {}})
+                elif op == "end":
+                    session_box["end_reason"] = req.get("reason") or "ended"
+                    channel.send({"event": "reply", "id": rid, "ok": True, "data": {}})
+                    session = session_box.get("session")
+                    if session is None:
+                        break
+                    await session.worker.queue_frames(
+                        [TTSSpeakFrame(persona.farewell_text), EndFrame()]
+                    )
+                else:
+                    raise ValueError(f"unknown op {op!r}")
+            except Exception as e:  # a bad request must not kill the session
+                logger.warning(f"request {op} failed: {e}")
+                channel.send({"event": "reply", "id": rid, "ok": False, "error": str(e)})
+        # stdin closed: the server is gone or wants us gone.
+        started.set()
+
+    requests_task = asyncio.create_task(serve_requests())
+    tasks.add(requests_task)
+    channel.send({"event": "ready"})
+    await started.wait()
+    if "session" in session_box:
+        await runner.run()
+        await session_box["session"].recorder.flush()
+    reason = session_box.get("end_reason", "ended")
+    await store.set_session_status(spec.session_id, "ended", reason)
+    channel.send({"event": "ended", "reason": reason})
+    requests_task.cancel()
+    await handler.close()
+    await store.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the spec from argv, log to stderr with the session id, and run the session."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m sessions.worker '<SessionSpec JSON>'", file=sys.stderr)
+        return 2
+    spec = SessionSpec(**json.loads(args[0]))
+    logger.remove()
+    logger.add(sys.stderr, level="INFO", format="{time} {level} [{extra[session_id]}] {message}")
+    logger.configure(extra={"session_id": spec.session_id})
+    return asyncio.run(run(spec))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

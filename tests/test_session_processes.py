@@ -1,0 +1,194 @@
+"""Session processes end to end over real WebRTC on loopback (aiortc plays the browser).
+
+A real worker process loads the local stack, answers an SDP offer relayed by the
+supervisor, greets, hears real LibriVox speech over the peer connection, answers, and
+writes each turn to the store. Killing the process mid-session marks the session failed and
+keeps the turns already spoken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import pytest_asyncio
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack
+from av import AudioFrame
+
+from config.settings import Settings
+from models.registry import model_path
+from services.llama_server import LlamaServer
+from sessions.protocol import CapacityError, SessionNotRunningError, SessionSpec
+from sessions.supervisor import SessionSupervisor
+from store import Store
+from transports.file import load_learner_audio
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+RATE = 48000
+FRAME = 960  # 20 ms at 48 kHz
+
+
+class SpeechTrack(AudioStreamTrack):
+    """A microphone that is silent for ``delay_s``, then plays ``pcm`` (48 kHz), then silence."""
+
+    def __init__(self, pcm: np.ndarray, delay_s: float):
+        super().__init__()
+        self.pcm = pcm
+        self.delay = int(delay_s * RATE)
+        self.pos = 0
+        self.t0: float | None = None
+
+    async def recv(self) -> AudioFrame:
+        if self.t0 is None:
+            self.t0 = time.monotonic()
+        due = self.t0 + self.pos / RATE
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        start = self.pos - self.delay
+        chunk = np.zeros(FRAME, dtype=np.int16)
+        if 0 <= start < len(self.pcm):
+            piece = self.pcm[start : start + FRAME]
+            chunk[: len(piece)] = piece
+        elif -FRAME < start < 0:
+            piece = self.pcm[: FRAME + start]
+            chunk[-start:] = piece
+        frame = AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = RATE
+        frame.pts = self.pos
+        frame.time_base = fractions.Fraction(1, RATE)
+        self.pos += FRAME
+        return frame
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def llm_url(tmp_path_factory):
+    server = LlamaServer(
+        model_path("qwen2.5-coder-0.5b", Settings().home),
+        log_path=tmp_path_factory.mktemp("llm") / "llama.log",
+    )
+    async with server:
+        yield server.base_url
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def env(tmp_path, llm_url):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'vox.db'}"
+    store = await Store.open(url)
+    key, _ = await store.create_api_key("test")
+    learner = await store.create_learner(key.id, "Pat", "en")
+    sup = SessionSupervisor(store, max_sessions=1, log_dir=tmp_path / "logs")
+
+    async def new_session() -> str:
+        info, _token = await store.create_session(
+            learner.id, key.id, "aviation-examiner", "local", "webrtc"
+        )
+        spec = SessionSpec(
+            session_id=info.id,
+            persona="aviation-examiner",
+            tier="local",
+            transport="webrtc",
+            database_url=url,
+            llm_base_url=llm_url,
+        )
+        await sup.spawn(spec)
+        return info.id
+
+    yield store, sup, new_session
+    await sup.shutdown()
+    await store.close()
+
+
+async def connect(sup: SessionSupervisor, session_id: str, track: SpeechTrack):
+    pc = RTCPeerConnection()
+    pc.addTrack(track)
+    received: dict = {"samples": 0, "tasks": []}
+
+    @pc.on("track")
+    def on_track(remote):
+        async def pull():
+            while True:
+                try:
+                    frame = await remote.recv()
+                except Exception:
+                    return
+                pcm = frame.to_ndarray()
+                if np.abs(pcm).max() > 500:
+                    received["samples"] += frame.samples
+
+        received["tasks"].append(asyncio.ensure_future(pull()))
+
+    await pc.setLocalDescription(await pc.createOffer())
+    answer = await sup.offer(session_id, {"sdp": pc.localDescription.sdp, "type": "offer"})
+    await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+    return pc, received
+
+
+async def wait_for(predicate, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+async def test_webrtc_session_greets_hears_speech_answers_and_stores_turns(env, librivox):
+    store, sup, new_session = env
+    clip, text = next((p, t) for p, t in librivox.items() if "0880" in p.name)
+    pcm16 = load_learner_audio(clip, 16000)
+    pcm = np.repeat(pcm16, 3)  # 16 kHz → 48 kHz (sample repeat is fine for speech tests)
+    sid = await new_session()
+    assert (await store.get_session(sid)).status == "ready"
+
+    # Speak after the ~9 s greeting has played.
+    pc, received = await connect(sup, sid, SpeechTrack(pcm, delay_s=11.0))
+
+    async def answered():
+        turns = await store.list_turns(sid)
+        return any(t.role == "bot" and t.latency_ms for t in turns)
+
+    await wait_for(answered, 90)
+    turns = await store.list_turns(sid)
+    roles = [t.role for t in turns]
+    assert roles[0] == "bot" and "learner" in roles
+    learner = next(t for t in turns if t.role == "learner")
+    assert "disposed" in learner.text.lower() or "young man" in learner.text.lower()
+    assert (await store.get_session(sid)).status == "active"
+    assert received["samples"] > RATE  # > 1 s of the bot's voice reached the "browser"
+
+    await sup.end(sid, "test done")
+    await wait_for(lambda: _not_running(sup, sid), 30)
+    info = await store.get_session(sid)
+    assert info.status == "ended" and info.end_reason == "test done"
+    await pc.close()
+
+
+async def _not_running(sup, sid):
+    return not sup.is_running(sid)
+
+
+async def test_killed_session_process_is_marked_failed_and_keeps_its_turns(env):
+    store, sup, new_session = env
+    sid = await new_session()
+    with pytest.raises(CapacityError):  # max_sessions=1
+        await new_session()
+    pc, _ = await connect(sup, sid, SpeechTrack(np.zeros(1, dtype=np.int16), delay_s=60))
+
+    async def greeted():
+        return len(await store.list_turns(sid)) >= 1
+
+    await wait_for(greeted, 60)
+    os.kill(sup.pid(sid), signal.SIGKILL)
+    await wait_for(lambda: _not_running(sup, sid), 10)
+    info = await store.get_session(sid)
+    assert info.status == "failed" and "died" in info.end_reason
+    assert [t.role for t in await store.list_turns(sid)][:1] == ["bot"]
+    with pytest.raises(SessionNotRunningError):
+        await sup.offer(sid, {"sdp": "x", "type": "offer"})
+    await pc.close()
