@@ -29,6 +29,17 @@ PIPER_MODEL = "piper-en_US-joe-medium"
 PIPECAT_LANGUAGE = {"en": Language.EN, "de": Language.DE, "cs": Language.CS}
 
 
+@dataclass(frozen=True)
+class _Language:
+    """The parts of a persona STT needs (used to preload before the persona is known)."""
+
+    language: str
+    stt_keyterms: tuple[str, ...] = ()
+
+
+_ENGLISH_PLACEHOLDER = _Language("en")
+
+
 @dataclass
 class LocalServices:
     """The three services of one local-tier session."""
@@ -38,7 +49,7 @@ class LocalServices:
     tts: TTSService
 
 
-def build_stt(persona: Persona, home: Path | None = None) -> STTService:
+def build_stt(persona: Persona | _Language, home: Path | None = None) -> STTService:
     """Whisper base with the language pinned to the persona and greedy decoding.
 
     Raises:
@@ -72,6 +83,30 @@ def build_llm(settings: Settings, base_url: str, system_instruction: str) -> Ope
     )
 
 
+_PREBUILT_PIPER: dict[str, PiperTTSService] = {}
+"""Piper services built ahead of time by :func:`preload` (each is used by one session)."""
+
+
+def _piper(voice: str, home: Path | None) -> PiperTTSService:
+    return PiperTTSService(
+        download_dir=model_path(PIPER_MODEL, home), settings=PiperTTSService.Settings(voice=voice)
+    )
+
+
+def preload(settings: Settings, piper_voice: str = "en_US-joe-medium") -> None:
+    """Load the slow parts of the local tier before a session is known (~2 s on 2 cores).
+
+    Loads and warms Whisper base (shared by every language) and builds one Piper service
+    (its ONNX session takes ~1.3 s to create). A warm spare session process calls this so
+    that spawning a session takes only the persona-specific rest.
+
+    Raises:
+        models.registry.ModelNotInstalledError: a model is not installed.
+    """
+    build_stt(_ENGLISH_PLACEHOLDER, settings.home)
+    _PREBUILT_PIPER.setdefault(piper_voice, _piper(piper_voice, settings.home))
+
+
 def build_tts(persona: Persona, home: Path | None = None) -> TTSService:
     """Piper for English personas, espeak-ng for German and Czech.
 
@@ -80,10 +115,7 @@ def build_tts(persona: Persona, home: Path | None = None) -> TTSService:
         RuntimeError: espeak-ng is missing (German/Czech).
     """
     if persona.language == "en":
-        voice_dir = model_path(PIPER_MODEL, home)
-        return PiperTTSService(
-            download_dir=voice_dir, settings=PiperTTSService.Settings(voice=persona.voice)
-        )
+        return _PREBUILT_PIPER.pop(persona.voice, None) or _piper(persona.voice, home)
     return EspeakTTSService(settings=EspeakTTSService.Settings(voice=persona.voice))
 
 

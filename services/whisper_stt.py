@@ -25,6 +25,14 @@ GREEDY_DECODING: dict[str, Any] = {
 """Keyword arguments added to every ``WhisperModel.transcribe`` call."""
 
 
+_LOADED: dict[tuple[str, str, str], Any] = {}
+"""Loaded, warmed ``WhisperModel`` s of this process by (model dir, device, compute type).
+
+The model is language-independent (the language is a ``transcribe`` argument), so a warm
+spare session process loads it before it knows its persona and the session reuses it.
+"""
+
+
 class LocalWhisperSTTService(WhisperSTTService):
     """``WhisperSTTService`` decoding greedily at temperature 0 (no fallback).
 
@@ -51,12 +59,20 @@ class LocalWhisperSTTService(WhisperSTTService):
             yield frame
 
     def _load(self) -> None:
+        key = (str(getattr(self._settings, "model", "")), self._device, self._compute_type)
+        cached = _LOADED.get(key)
+        if cached is not None:
+            self._model = cached
+            unsupported = self._unsupported_language()
+            if unsupported:
+                raise ValueError(unsupported)
+            return
         super()._load()
         model = self._model
         if model is not None:
             # Pipecat passes language/hotwords/initial_prompt; we add the decoding options.
             model.transcribe = functools.partial(model.transcribe, **GREEDY_DECODING)
-            # The first call pays one-off setup; pay it now, not on the learner's first turn.
+            # The first call pays one-off setup (~0.7 s); pay it now, not on the first turn.
             noise = np.random.default_rng(0).normal(0, 0.01, 8000).astype(np.float32)
-            language = getattr(self._settings, "language", None)
-            list(model.transcribe(noise, language=str(language) if language else None)[0])
+            list(model.transcribe(noise, language="en")[0])
+            _LOADED[key] = model

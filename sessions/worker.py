@@ -1,5 +1,9 @@
 """Entry point of one session process: ``python -m sessions.worker '<SessionSpec JSON>'``.
 
+With ``--spare`` instead of a spec, the process preloads the local stack and waits for a
+``{"op": "start", "spec": {...}}`` line, so a session can start without paying for imports and
+model loading.
+
 Loads the persona's services (models load here, once per session), reports ``ready``, then
 waits for the browser's SDP offer relayed by the server. The offer creates the SmallWebRTC
 connection and the pipeline starts; each turn is written to the store when it completes, so
@@ -24,23 +28,61 @@ class _Channel:
 
     def __init__(self) -> None:
         self._out = sys.stdout
+        self._reader: asyncio.StreamReader | None = None
 
     def send(self, message: dict[str, Any]) -> None:
         self._out.write(json.dumps(message) + "\n")
         self._out.flush()
 
-    async def requests(self) -> Any:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        while line := await reader.readline():
+    async def next(self) -> dict[str, Any] | None:
+        """Return the next request, or ``None`` once stdin is closed."""
+        if self._reader is None:
+            loop = asyncio.get_running_loop()
+            self._reader = asyncio.StreamReader()
+            protocol = asyncio.StreamReaderProtocol(self._reader)
+            await loop.connect_read_pipe(lambda: protocol, sys.stdin)
+        while line := await self._reader.readline():
             try:
-                yield json.loads(line)
+                request: dict[str, Any] = json.loads(line)
+                return request
             except json.JSONDecodeError:
                 logger.warning(f"ignoring a malformed control line: {line[:80]!r}")
+        return None
+
+    async def requests(self) -> Any:
+        while (request := await self.next()) is not None:
+            yield request
 
 
-async def run(spec: SessionSpec) -> int:
+async def run_spare() -> int:
+    """Load the local stack ahead of time, then wait for a ``start`` request with the spec.
+
+    A spare process makes spawning a session cost only the persona-specific rest (see
+    :func:`pipelines.local.preload`).
+    """
+    from config.settings import get_settings
+    from pipelines.local import preload
+
+    channel = _Channel()
+    preload(get_settings())
+    # Import what run() imports, so the session pays for none of it.
+    import pipecat.transports.smallwebrtc.request_handler  # noqa: F401
+    import pipecat.transports.smallwebrtc.transport  # noqa: F401
+    import pipecat.workers.runner  # noqa: F401
+
+    import pipelines.session  # noqa: F401
+    import store  # noqa: F401
+
+    channel.send({"event": "spare"})
+    request = await channel.next()
+    if request is None or request.get("op") != "start":
+        return 0  # the server went away or retired the spare
+    spec = SessionSpec(**request["spec"])
+    logger.configure(extra={"session_id": spec.session_id})
+    return await run(spec, channel)
+
+
+async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     """Run one session to its end; return the process exit status (0 on a normal end)."""
     from pipecat.frames.frames import EndFrame, TTSSpeakFrame
     from pipecat.transports.base_transport import TransportParams
@@ -61,7 +103,7 @@ async def run(spec: SessionSpec) -> int:
     from pipelines.session import build_session
     from store import Store
 
-    channel = _Channel()
+    channel = channel or _Channel()
     settings = get_settings()
     persona = load_persona(spec.persona)
     store = await Store.open(spec.database_url, migrate=False)
@@ -163,14 +205,17 @@ async def run(spec: SessionSpec) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the spec from argv, log to stderr with the session id, and run the session."""
+    """Run a session from the spec in argv, or (``--spare``) wait for one; log to stderr."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m sessions.worker '<SessionSpec JSON>'", file=sys.stderr)
+        print("usage: python -m sessions.worker ('<SessionSpec JSON>' | --spare)", file=sys.stderr)
         return 2
-    spec = SessionSpec(**json.loads(args[0]))
     logger.remove()
     logger.add(sys.stderr, level="INFO", format="{time} {level} [{extra[session_id]}] {message}")
+    if args[0] == "--spare":
+        logger.configure(extra={"session_id": "spare"})
+        return asyncio.run(run_spare())
+    spec = SessionSpec(**json.loads(args[0]))
     logger.configure(extra={"session_id": spec.session_id})
     return asyncio.run(run(spec))
 
