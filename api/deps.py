@@ -1,0 +1,157 @@
+"""Request dependencies: the app context and the two kinds of credentials.
+
+* API keys (``Authorization: Bearer <key>`` or ``X-API-Key: <key>``) guard every ``/api/v1``
+  route except the WebRTC signalling ones. Missing, unknown and revoked keys all answer 401:
+  a revoked key is indistinguishable from one that never existed.
+* The per-session token (``?token=`` or ``Authorization: Bearer <token>``) guards
+  ``/api/v1/sessions/{id}/offer``; the browser holds only that token. Missing → 401; wrong
+  token or unknown session → 403 (the two are indistinguishable).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Path, Request, Security
+from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
+
+from api.errors import ApiError
+from api.metrics import Metrics
+from api.runtime import Supervisor
+from config.settings import Settings
+from store import ApiKeyInfo, SessionInfo, Store
+
+SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{8,256}$")
+"""Shape of API keys and session tokens (``secrets.token_urlsafe``); others are not looked up."""
+
+
+@dataclass
+class AppContext:
+    """Everything a request handler needs, set up by the app's lifespan.
+
+    Attributes:
+        settings: Process settings.
+        store: The open store.
+        metrics: The app's metrics.
+        supervisor: Runs session processes, or ``None`` when not configured.
+        llm_base_url: The local tier's LLM server, or ``None``.
+        database_url: The store's URL, handed to session processes (never logged).
+    """
+
+    settings: Settings
+    store: Store
+    metrics: Metrics
+    supervisor: Supervisor | None
+    llm_base_url: str | None
+    database_url: str
+
+
+def get_ctx(request: Request) -> AppContext:
+    """Return the app context.
+
+    Raises:
+        ApiError: 503 while the app has not started (lifespan not run).
+    """
+    ctx = getattr(request.app.state, "ctx", None)
+    if ctx is None:
+        raise ApiError(503, "starting", "the service is starting")
+    return ctx
+
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+
+def is_uuid(value: str) -> bool:
+    """Whether ``value`` has the shape of the store's ids (a canonical UUID string)."""
+    if len(value) != 36:
+        return False
+    try:
+        return str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
+
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKeyBearer",
+    description="API key as `Authorization: Bearer <key>` (`voxtutor keys create`).",
+)
+_header = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    scheme_name="ApiKeyHeader",
+    description="API key as `X-API-Key: <key>`.",
+)
+_session_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="SessionTokenBearer",
+    description="The session's browser token as `Authorization: Bearer <token>`.",
+)
+_session_query = APIKeyQuery(
+    name="token",
+    auto_error=False,
+    scheme_name="SessionTokenQuery",
+    description="The session's browser token as `?token=<token>`.",
+)
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+async def require_api_key(
+    ctx: Ctx,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    header: Annotated[str | None, Security(_header)],
+) -> ApiKeyInfo:
+    """Return the calling key.
+
+    Raises:
+        ApiError: 401 if no key is given, or it is unknown or revoked.
+    """
+    presented = bearer.credentials if bearer is not None else header
+    if not presented:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "an API key is required: Authorization: Bearer <key> or X-API-Key: <key>",
+            _CHALLENGE,
+        )
+    key = await ctx.store.authenticate(presented) if SECRET_RE.match(presented) else None
+    if key is None:
+        raise ApiError(401, "unauthorized", "unknown or revoked API key", _CHALLENGE)
+    return key
+
+
+ApiKey = Annotated[ApiKeyInfo, Depends(require_api_key)]
+
+
+async def require_session_token(
+    ctx: Ctx,
+    session_id: Annotated[str, Path(description="The session id.")],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_session_bearer)],
+    query: Annotated[str | None, Security(_session_query)],
+) -> SessionInfo:
+    """Return the session whose browser token was presented.
+
+    Raises:
+        ApiError: 401 without a token; 403 for a wrong token or an unknown session.
+    """
+    presented = query or (bearer.credentials if bearer is not None else None)
+    if not presented:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "the session token is required: ?token=<token> or Authorization: Bearer <token>",
+            _CHALLENGE,
+        )
+    valid = SECRET_RE.match(presented) is not None and is_uuid(session_id)
+    if not valid or not await ctx.store.check_session_token(session_id, presented):
+        raise ApiError(403, "forbidden", "invalid session token")
+    session = await ctx.store.get_session(session_id)
+    if session is None:  # deleted between the two reads
+        raise ApiError(403, "forbidden", "invalid session token")
+    return session
+
+
+SessionByToken = Annotated[SessionInfo, Depends(require_session_token)]

@@ -1,0 +1,146 @@
+"""The API's one error shape, ``{"error": code, "message": text}``, and its exception handlers.
+
+Every error the API answers (validation, auth, not found, limits, unexpected exceptions) uses
+:class:`ErrorBody`; no handler ever returns a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from loguru import logger
+from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+STATUS_CODES: dict[int, str] = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+    500: "internal",
+    503: "unavailable",
+}
+"""Default error code per HTTP status (routes raise more specific codes)."""
+
+MAX_MESSAGE_CHARS = 1000
+
+
+class ErrorBody(BaseModel):
+    """Every error response.
+
+    Attributes:
+        error: Stable machine-readable code (``unauthorized``, ``session_not_found``, …).
+        message: Human-readable explanation; never a traceback or a secret.
+    """
+
+    error: str
+    message: str
+
+
+class ApiError(Exception):
+    """Raised by routes and dependencies; answered as :class:`ErrorBody` with ``status``.
+
+    Args:
+        status: HTTP status code.
+        code: The ``error`` field.
+        message: The ``message`` field.
+        headers: Extra response headers (``Retry-After``, ``WWW-Authenticate``).
+    """
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """Return an :class:`ErrorBody` JSON response."""
+    body = {"error": code, "message": message[:MAX_MESSAGE_CHARS]}
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+_DESCRIPTIONS = {
+    400: "The session process rejected the request (e.g. malformed SDP).",
+    401: "Missing, unknown or revoked credentials.",
+    403: "Wrong session token.",
+    404: "No such resource for this API key.",
+    409: "Conflict with the resource's state.",
+    413: "Request body larger than the configured limit.",
+    422: "Malformed JSON, wrong types, unknown fields or invalid values.",
+    429: "All session slots are busy; retry after the Retry-After seconds.",
+    500: "Unexpected error (logged; never a traceback).",
+    503: "A dependency or the session runtime is unavailable.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting :class:`ErrorBody` for ``statuses``."""
+    return {
+        s: {"model": ErrorBody, "description": _DESCRIPTIONS.get(s, STATUS_CODES.get(s, "Error"))}
+        for s in statuses
+    }
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            detail = (err.get("ctx") or {}).get("error", "invalid JSON")
+            parts.append(f"malformed JSON: {detail}")
+            continue
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn every known exception into an :class:`ErrorBody`.
+
+    Unexpected exceptions are answered by ``api.middleware.CatchAllMiddleware`` (500).
+    """
+
+    async def api_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(422, "invalid_request", _describe_validation(exc))
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+            # FastAPI's "error parsing the body": bytes that are not UTF-8 JSON.
+            return error_response(422, "invalid_request", "malformed JSON: not valid UTF-8")
+        code = STATUS_CODES.get(exc.status_code, "error")
+        return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+
+    async def database_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.opt(exception=exc).error("database error on {} {}", request.method, request.url.path)
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.error("database")
+        return error_response(503, "database_unavailable", "the database is unavailable")
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(OperationalError, database_error)

@@ -1,0 +1,81 @@
+"""``/api/v1/personas`` and ``/api/v1/tiers``: what a session can be started with."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from loguru import logger
+
+from api.deps import ApiKey
+from api.errors import ApiError, error_responses
+from api.runtime import known_tiers, missing_env
+from api.schemas import PersonaOut, TierOut
+from config.personas import Persona, PersonaError, list_personas, load_persona
+
+router = APIRouter(tags=["catalog"], responses=error_responses(500))
+
+
+def find_persona(persona_id: str) -> Persona:
+    """Return a packaged persona by id.
+
+    The id is matched against the packaged list first, so no caller-given text ever becomes
+    a file path.
+
+    Raises:
+        ApiError: 422 ``unknown_persona`` (the message lists the known ones).
+    """
+    known = list_personas()
+    if persona_id not in known:
+        raise ApiError(
+            422, "unknown_persona", f"unknown persona {persona_id!r}; known: {', '.join(known)}"
+        )
+    return load_persona(persona_id)
+
+
+def check_tier(tier: str) -> None:
+    """Accept ``tier`` if this build knows it and its environment is complete.
+
+    Raises:
+        ApiError: 422 ``unknown_tier``; 503 ``tier_unavailable`` naming the missing variables.
+    """
+    tiers = known_tiers()
+    if tier not in tiers:
+        raise ApiError(422, "unknown_tier", f"unknown tier {tier!r}; known: {', '.join(tiers)}")
+    missing = missing_env(tier)
+    if missing:
+        raise ApiError(
+            503, "tier_unavailable", f"tier {tier!r} needs {', '.join(missing)} to be set"
+        )
+
+
+@router.get(
+    "/personas",
+    response_model=list[PersonaOut],
+    responses=error_responses(401),
+    summary="List personas",
+)
+async def personas(_: ApiKey) -> list[PersonaOut]:
+    """The packaged personas (invalid persona files are logged and left out)."""
+    out = []
+    for pid in list_personas():
+        try:
+            p = load_persona(pid)
+        except PersonaError as e:
+            logger.error("persona {} is invalid: {}", pid, e)
+            continue
+        out.append(
+            PersonaOut(
+                id=p.id, name=p.name, role=p.role, language=p.language, cefr_level=p.cefr_level
+            )
+        )
+    return out
+
+
+@router.get(
+    "/tiers",
+    response_model=list[TierOut],
+    responses=error_responses(401),
+    summary="List tiers",
+)
+async def tiers(_: ApiKey) -> list[TierOut]:
+    """The tiers this build can run; ``available`` when their environment variables are set."""
+    return [TierOut(name=t, available=not (m := missing_env(t)), missing=m) for t in known_tiers()]

@@ -1,0 +1,153 @@
+"""What the API needs from the session runtime, and the hook that provides it.
+
+The API never runs a pipeline itself: a :class:`Supervisor` (``sessions.supervisor``) runs
+each session in a process of its own. :func:`default_runtime` is where ``voxtutor serve``
+gets the supervisor and the LLM server from; until it provides a supervisor, ``POST
+/api/v1/sessions`` answers 503 ``session runtime not configured`` (it never pretends).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from functools import cache
+from typing import Protocol
+
+from loguru import logger
+
+from api.metrics import Metrics
+from config.settings import Settings
+from sessions.protocol import SessionSpec
+from store import Store
+
+
+class Supervisor(Protocol):
+    """Runs session processes (the real one is ``sessions.supervisor``).
+
+    It updates each session's status in the store itself (``ready``, ``active``, ``ended``,
+    ``failed``).
+
+    Attributes:
+        max_sessions: Concurrent sessions it runs at most.
+    """
+
+    max_sessions: int
+
+    @property
+    def active_count(self) -> int:
+        """Session processes currently running."""
+        ...
+
+    async def spawn(self, spec: SessionSpec) -> None:
+        """Start a session process; return when it is ready for an offer.
+
+        Raises:
+            sessions.protocol.CapacityError: All slots are taken.
+            RuntimeError: The process failed to start (the session is then ``failed``).
+        """
+        ...
+
+    async def offer(self, session_id: str, offer: dict) -> dict:
+        """Forward an SDP offer; return the answer ``{"sdp", "type", "pc_id"}``.
+
+        Raises:
+            sessions.protocol.SessionNotRunningError: No live process.
+            sessions.protocol.SessionRequestError: The process rejected it (bad SDP).
+        """
+        ...
+
+    async def ice(self, session_id: str, patch: dict) -> None:
+        """Forward trickled ICE candidates (same errors as :meth:`offer`)."""
+        ...
+
+    async def end(self, session_id: str, reason: str) -> None:
+        """Ask the bot to say goodbye and the process to exit.
+
+        Raises:
+            sessions.protocol.SessionNotRunningError: No live process.
+        """
+        ...
+
+    def is_running(self, session_id: str) -> bool:
+        """Whether the session has a live process."""
+        ...
+
+    async def shutdown(self) -> None:
+        """End every session and stop (at server shutdown)."""
+        ...
+
+
+@dataclass
+class Runtime:
+    """The session runtime one app uses.
+
+    Attributes:
+        supervisor: Runs session processes; ``None`` → session creation answers 503.
+        llm_base_url: OpenAI-compatible server of the local tier (``…/v1``); checked by
+            ``/readyz`` and handed to each session process. ``None`` → session creation
+            answers 503.
+    """
+
+    supervisor: Supervisor | None = None
+    llm_base_url: str | None = None
+
+
+RuntimeFactory = Callable[[Settings, Store, Metrics], AbstractAsyncContextManager[Runtime]]
+"""Builds the runtime at app startup and tears it down at shutdown (an async context)."""
+
+
+@asynccontextmanager
+async def default_runtime(
+    settings: Settings, store: Store, metrics: Metrics
+) -> AsyncIterator[Runtime]:
+    """The runtime of ``voxtutor serve``: the local LLM server and the session supervisor.
+
+    Starts the llama.cpp server (shared by every session) unless ``settings.llm_base_url``
+    points at one, marks sessions a previous server left live as failed (this process is
+    the only one serving the store: run one worker), and runs sessions in their own
+    processes with a warm spare. Stops the LLM server on exit; the app shuts the supervisor.
+
+    Args:
+        settings: Process settings.
+        store: The app's open store.
+        metrics: The app's metrics (fed each completed turn).
+
+    Raises:
+        models.registry.ModelNotInstalledError: the local models are not installed.
+        services.llama_server.LLMServerError: the LLM server did not start.
+    """
+    from pipelines.local import local_llm
+    from sessions.supervisor import SessionSupervisor
+
+    stale = await store.fail_live_sessions("server restarted")
+    if stale:
+        logger.warning(f"marked {stale} session(s) left live by a previous server as failed")
+    async with local_llm(settings) as base_url:
+        supervisor = SessionSupervisor(
+            store,
+            max_sessions=settings.max_sessions,
+            log_dir=settings.home / "logs" / "sessions",
+            keep_spare=True,
+            on_turn=lambda _sid, turn: metrics.observe_turn(turn),
+        )
+        supervisor.start_spare()
+        yield Runtime(supervisor=supervisor, llm_base_url=base_url)
+
+
+TIER_REQUIREMENTS: dict[str, tuple[str, ...]] = {"local": ()}
+"""Environment variables each tier needs (provider keys); the local tier needs none."""
+
+
+@cache
+def known_tiers() -> tuple[str, ...]:
+    """The tiers this build can assemble (``pipelines.session.TIERS``, imported once)."""
+    from pipelines.session import TIERS
+
+    return tuple(TIERS)
+
+
+def missing_env(tier: str) -> list[str]:
+    """The environment variables ``tier`` needs that are unset (names only, never values)."""
+    return [name for name in TIER_REQUIREMENTS.get(tier, ()) if not os.environ.get(name)]

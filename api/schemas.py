@@ -1,0 +1,265 @@
+"""Request and response bodies of the API (pydantic; they are the OpenAPI schema).
+
+Request bodies forbid unknown fields and reject text a database cannot store (NUL characters,
+lone surrogates), so bad input is a 422, never a 500.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from store import LearnerInfo, SessionInfo
+
+TargetLanguage = Literal["en", "de", "cs"]
+CefrLevel = Literal["A1", "A2", "B1", "B2", "C1", "C2"]
+SessionStatus = Literal["starting", "ready", "active", "ended", "failed"]
+TransportName = Literal["webrtc", "daily"]
+
+
+def _storable(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_storable)]
+"""A string the database can store."""
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- learners ----------------------------------------------------------------------------
+
+
+class LearnerCreate(_Request):
+    """A new learner, owned by the calling API key."""
+
+    name: Text = Field(min_length=1, max_length=200, examples=["Eva"])
+    target_language: TargetLanguage = Field(description="Language being learned.")
+    cefr_level: CefrLevel = Field(default="A2", description="CEFR level, A1 … C2.")
+    interests: list[Annotated[Text, Field(max_length=100)]] = Field(
+        default_factory=list, max_length=20, description="Topics the tutor can talk about."
+    )
+    phone: Text | None = Field(
+        default=None,
+        pattern=r"^\+[1-9][0-9]{1,14}$",
+        description="E.164 number identifying the learner on calls; unique.",
+        examples=["+420601123456"],
+    )
+
+
+class LearnerOut(BaseModel):
+    """A learner."""
+
+    id: str
+    name: str
+    target_language: str
+    cefr_level: str
+    interests: list[str]
+    phone: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, info: LearnerInfo) -> LearnerOut:
+        """Copy a store record."""
+        return cls(
+            id=info.id,
+            name=info.name,
+            target_language=info.target_language,
+            cefr_level=info.cefr_level,
+            interests=list(info.interests),
+            phone=info.phone,
+            created_at=info.created_at,
+        )
+
+
+# -- sessions ----------------------------------------------------------------------------
+
+
+class SessionCreate(_Request):
+    """A session to start."""
+
+    persona: Text = Field(max_length=100, description="Persona id (GET /api/v1/personas).")
+    tier: Text = Field(max_length=50, description="Tier name (GET /api/v1/tiers).")
+    transport: TransportName = Field(description="`webrtc` (SmallWebRTC) or `daily`.")
+    learner_id: Text = Field(max_length=100, description="A learner of the calling key.")
+
+
+class Connect(BaseModel):
+    """How the browser connects: POST its SDP offer to ``offer_url`` with ``token``."""
+
+    offer_url: str
+    token: str = Field(description="Per-session browser token; shown only here.")
+
+
+class SessionCreated(BaseModel):
+    """A started session."""
+
+    session_id: str
+    status: SessionStatus
+    connect: Connect
+
+
+class Turn(BaseModel):
+    """A completed turn (the ``transcript.json`` turn schema)."""
+
+    index: int
+    role: Literal["learner", "bot"]
+    text: str
+    start_ms: int | None
+    end_ms: int | None
+    latency_ms: int | None = Field(description="Bot turns: voice-to-voice latency, ms.")
+    ttfb_ms: dict[str, int | None] = Field(description="Bot turns: TTFB per service, ms.")
+    interrupted: bool
+
+
+class Latency(BaseModel):
+    """Voice-to-voice latency over the session's bot turns."""
+
+    turns: int
+    median_ms: float | None
+    p95_ms: float | None
+    max_ms: int | None
+
+
+class SessionOut(BaseModel):
+    """A session (without its turns)."""
+
+    id: str
+    learner_id: str
+    persona: str
+    tier: str
+    transport: str
+    status: SessionStatus
+    created_at: datetime
+    ready_at: datetime | None
+    ended_at: datetime | None
+    end_reason: str | None
+
+    @classmethod
+    def fields_of(cls, info: SessionInfo) -> dict[str, Any]:
+        """The fields of a store record."""
+        return {
+            "id": info.id,
+            "learner_id": info.learner_id,
+            "persona": info.persona,
+            "tier": info.tier,
+            "transport": info.transport,
+            "status": info.status,
+            "created_at": info.created_at,
+            "ready_at": info.ready_at,
+            "ended_at": info.ended_at,
+            "end_reason": info.end_reason,
+        }
+
+
+class SessionDetail(SessionOut):
+    """A session with its turns and latency summary."""
+
+    turns: list[Turn]
+    latency: Latency
+
+
+class SessionPage(BaseModel):
+    """A page of sessions, newest first."""
+
+    items: list[SessionOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class SessionEnding(BaseModel):
+    """The session was asked to end (``ending``) or, having no process, ended (``ended``)."""
+
+    status: Literal["ending", "ended"]
+
+
+# -- WebRTC signalling -------------------------------------------------------------------
+
+
+class SdpOffer(_Request):
+    """The browser's SDP offer (Pipecat SmallWebRTC client)."""
+
+    sdp: Text = Field(min_length=1)
+    type: Literal["offer"]
+    pc_id: Text | None = Field(default=None, max_length=200)
+    restart_pc: bool | None = None
+    request_data: dict[str, Any] | None = Field(
+        default=None, description="Accepted for Pipecat client compatibility; ignored."
+    )
+    requestData: dict[str, Any] | None = Field(
+        default=None, description="Accepted for Pipecat client compatibility; ignored."
+    )
+
+
+class SdpAnswer(BaseModel):
+    """The session process's SDP answer."""
+
+    sdp: str
+    type: str
+    pc_id: str
+
+
+class IceCandidate(_Request):
+    """One trickled ICE candidate."""
+
+    candidate: Text = Field(max_length=2000)
+    sdp_mid: Text | None = Field(default=None, max_length=100)
+    sdp_mline_index: int | None = Field(default=None, ge=0, le=1000)
+
+
+class IcePatch(_Request):
+    """Trickled ICE candidates for a peer connection."""
+
+    pc_id: Text = Field(min_length=1, max_length=200)
+    candidates: list[IceCandidate] = Field(max_length=100)
+
+
+class IceAccepted(BaseModel):
+    """The candidates were handed to the session process."""
+
+    status: Literal["success"] = "success"
+
+
+# -- catalog and ops ---------------------------------------------------------------------
+
+
+class PersonaOut(BaseModel):
+    """A persona."""
+
+    id: str
+    name: str
+    role: str
+    language: str
+    cefr_level: str
+
+
+class TierOut(BaseModel):
+    """A tier and whether this process can run it."""
+
+    name: str
+    available: bool
+    missing: list[str] = Field(description="Unset environment variables the tier needs.")
+
+
+class Health(BaseModel):
+    """Liveness."""
+
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    """Readiness with each check's outcome (``ok``, ``skipped`` or what failed)."""
+
+    status: Literal["ready", "unready"]
+    checks: dict[str, str]

@@ -1,0 +1,247 @@
+"""The voxtutor HTTP server: ``create_app`` builds the FastAPI app, ``voxtutor serve`` runs it.
+
+Routes live in the ``api`` package (``/api/v1``); this module wires them with the store, the
+session runtime (``api.runtime.default_runtime``), metrics, limits, CORS and the ops
+endpoints ``/healthz``, ``/readyz`` and ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from loguru import logger
+from sqlalchemy import text
+
+from api import routes_catalog, routes_learners, routes_sessions, routes_webrtc
+from api.deps import AppContext
+from api.errors import install_error_handlers
+from api.metrics import CONTENT_TYPE, Metrics
+from api.middleware import BodySizeLimitMiddleware, CatchAllMiddleware
+from api.runtime import Runtime, RuntimeFactory, Supervisor, default_runtime
+from api.schemas import Health, Readiness
+from config.settings import Settings, get_settings
+from store import Store
+
+API_PREFIX = "/api/v1"
+CHECK_TIMEOUT_S = 2.0
+"""Timeout of each readiness check (database query, LLM server)."""
+
+DESCRIPTION = """\
+Realtime voice tutoring (German, Czech, FAA oral exam) on Pipecat.
+
+1. Create an API key: `voxtutor keys create NAME`; send it as `Authorization: Bearer <key>` or
+   `X-API-Key: <key>` on every `/api/v1` route (except the offer routes).
+2. `POST /api/v1/learners`, then `POST /api/v1/sessions` → `connect.offer_url` and
+   `connect.token`.
+3. The browser POSTs its SDP offer to `offer_url` with the token (`?token=` or
+   `Authorization: Bearer`), and PATCHes ICE candidates there.
+4. `GET /api/v1/sessions/{id}` returns turns and latency; `DELETE` ends the session.
+
+Errors are `{"error": code, "message": text}`. Missing, unknown and revoked API keys all
+answer 401; a key sees only its own learners and sessions (others answer 404).
+"""
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("voxtutor")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _store_url(store: Store) -> str:
+    return store.engine.url.render_as_string(hide_password=False)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    supervisor: Supervisor | None = None,
+    llm_base_url: str | None = None,
+    runtime: RuntimeFactory = default_runtime,
+) -> FastAPI:
+    """Build the API app.
+
+    Args:
+        settings: Process settings (limits, CORS, store URL, session defaults).
+        store: An open store to use (tests); otherwise the lifespan opens
+            ``settings.store_url`` and closes it at shutdown.
+        supervisor: The session supervisor (tests); otherwise ``runtime`` provides one.
+        llm_base_url: The LLM server sessions use and ``/readyz`` checks; defaults to the
+            runtime's (``settings.llm_base_url`` until the lead wires the LLM start).
+        runtime: Builds the session runtime when no ``supervisor`` is given.
+
+    Returns:
+        The app; its lifespan sets ``app.state.ctx`` (:class:`api.deps.AppContext`) and calls
+        ``supervisor.shutdown()`` at exit.
+    """
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            the_store = store
+            if the_store is None:
+                the_store = await Store.open(settings.store_url)
+                stack.push_async_callback(the_store.close)
+            if supervisor is not None:
+                rt = Runtime(supervisor=supervisor, llm_base_url=settings.llm_base_url)
+            else:
+                rt = await stack.enter_async_context(runtime(settings, the_store, metrics))
+            sup = rt.supervisor
+            if sup is not None:
+                stack.push_async_callback(sup.shutdown)
+                metrics.track_active(lambda: sup.active_count)
+            app.state.ctx = AppContext(
+                settings=settings,
+                store=the_store,
+                metrics=metrics,
+                supervisor=sup,
+                llm_base_url=(llm_base_url or rt.llm_base_url or None),
+                database_url=_store_url(the_store),
+            )
+            logger.info(
+                "voxtutor API up (store: {}, sessions: {})",
+                the_store.dialect,
+                f"up to {sup.max_sessions}" if sup is not None else "not configured",
+            )
+            try:
+                yield
+            finally:
+                app.state.ctx = None
+                metrics.track_active(lambda: 0)
+
+    app = FastAPI(
+        title="voxtutor",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "learners", "description": "People being tutored."},
+            {"name": "sessions", "description": "Tutoring sessions."},
+            {"name": "webrtc", "description": "Browser signalling (session token)."},
+            {"name": "catalog", "description": "Personas and tiers."},
+            {"name": "ops", "description": "Health, readiness, metrics (no auth)."},
+        ],
+    )
+    app.state.metrics = metrics
+    app.state.ctx = None
+    install_error_handlers(app)
+    for module in (routes_learners, routes_sessions, routes_webrtc, routes_catalog):
+        app.include_router(module.router, prefix=API_PREFIX)
+    _add_ops_routes(app)
+
+    # Starlette runs the last added middleware first: CORS → catch-all → body limit → app.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CatchAllMiddleware, on_error=lambda: metrics.error("internal"))
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            max_age=600,
+        )
+    return app
+
+
+async def _check_database(ctx: AppContext) -> str:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S), ctx.store.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as e:
+        logger.warning("readiness: database check failed: {!r}", e)
+        return f"failed: database unreachable ({type(e).__name__})"
+    return "ok"
+
+
+async def _check_llm(base_url: str) -> str:
+    url = base_url.rstrip("/") + "/models"
+    try:
+        async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_S) as client:
+            response = await client.get(url)
+    except httpx.HTTPError as e:
+        logger.warning("readiness: LLM server check failed: {!r}", e)
+        return f"failed: LLM server unreachable ({type(e).__name__})"
+    if response.status_code != 200:
+        return f"failed: LLM server answered {response.status_code}"
+    return "ok"
+
+
+def _add_ops_routes(app: FastAPI) -> None:
+    @app.get("/healthz", response_model=Health, tags=["ops"], summary="Liveness")
+    async def healthz() -> Health:
+        """200 whenever the process is up."""
+        return Health()
+
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        tags=["ops"],
+        summary="Readiness",
+        responses={503: {"model": Readiness, "description": "A check failed."}},
+    )
+    async def readyz(request: Request) -> JSONResponse:
+        """200 when the database and the LLM server (if configured) answer; else 503.
+
+        The database must answer ``SELECT 1`` and the LLM server ``GET {base}/models``, each
+        within 2 s; ``checks`` names the one that failed.
+        """
+        ctx: AppContext | None = request.app.state.ctx
+        if ctx is None:
+            body = Readiness(status="unready", checks={"app": "failed: not started"})
+            return JSONResponse(body.model_dump(), status_code=503)
+        checks = {"database": await _check_database(ctx)}
+        checks["llm"] = await _check_llm(ctx.llm_base_url) if ctx.llm_base_url else "skipped"
+        ok = all(v in ("ok", "skipped") for v in checks.values())
+        body = Readiness(status="ready" if ok else "unready", checks=checks)
+        return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {}}, "description": "Metrics."}},
+    )
+    async def metrics(request: Request) -> Response:
+        """Prometheus text exposition (active sessions, spawn, latency, TTFB, errors)."""
+        return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _log_format(record: Any) -> str:
+    """Loguru format: the usual line plus the bound fields (``session_id=…``) when present."""
+    extra = " ".join(f"{k}={v}" for k, v in record["extra"].items())
+    extra = extra.replace("{", "{{").replace("}", "}}").replace("<", r"\<")
+    extra = " | " + extra if extra else ""
+    return (
+        "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {name}:{function}:{line} - {message}"
+        + extra
+        + "\n{exception}"
+    )
+
+
+def configure_logging(settings: Settings) -> None:
+    """Log to stderr at ``settings.log_level``, with each record's bound ``session_id``."""
+    logger.remove()
+    logger.add(sys.stderr, level=settings.log_level, format=_log_format)
+
+
+def create_app_from_env() -> FastAPI:
+    """App factory for uvicorn (``server:create_app_from_env``, ``factory=True``).
+
+    Reads the settings from the environment and configures logging (once per worker).
+    """
+    settings = get_settings()
+    configure_logging(settings)
+    return create_app(settings)
