@@ -9,11 +9,10 @@ answer each recording, and writes ``transcript.json``, ``bot.wav`` and ``convers
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import statistics
 import wave
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,11 +26,10 @@ from pipecat.workers.runner import WorkerRunner
 
 from config.personas import Persona, load_persona
 from config.settings import Settings
-from models.registry import model_path
 from observers.turn_recorder import TurnRecord
-from pipelines.local import PIPER_MODEL, WHISPER_MODEL, build_local_services
+from pipelines.local import PIPER_MODEL, WHISPER_MODEL, build_local_services, local_llm
 from pipelines.session import build_session
-from services.llama_server import LlamaServer, warm_up
+from services.llama_server import warm_up
 from transports.file import FileTransport, FileTransportParams, load_learner_audio
 
 TRANSCRIPT_SCHEMA_VERSION = 1
@@ -52,30 +50,6 @@ class SessionResult:
     transcript: dict[str, Any]
     out_dir: Path
     turns: list[TurnRecord] = field(default_factory=list)
-
-
-@contextlib.asynccontextmanager
-async def local_llm(settings: Settings) -> AsyncIterator[str]:
-    """Yield an OpenAI-compatible base URL: ``llm_base_url`` or a started llama.cpp server.
-
-    Raises:
-        models.registry.ModelNotInstalledError: the GGUF is not installed.
-        services.llama_server.LLMServerError: the server did not become ready.
-    """
-    if settings.llm_base_url:
-        yield settings.llm_base_url
-        return
-    server = LlamaServer(
-        model_path(settings.llm_model, settings.home),
-        log_path=settings.home / "logs" / "llama-server.log",
-        host=settings.llm_host,
-        port=settings.llm_port,
-        threads=settings.llm_threads,
-        context_tokens=settings.llm_context_tokens,
-        ready_timeout_s=settings.llm_ready_timeout_s,
-    )
-    async with server:
-        yield server.base_url
 
 
 def _write_wav(path: Path, pcm: bytes, sample_rate: int, channels: int) -> None:

@@ -7,6 +7,8 @@ voice exists, speak with Debian's espeak-ng.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from config.personas import Persona
 from config.settings import Settings
 from models.registry import model_path
 from services.espeak_tts import EspeakTTSService
-from services.llama_server import MODEL_ALIAS
+from services.llama_server import MODEL_ALIAS, LlamaServer
 from services.whisper_stt import LocalWhisperSTTService
 
 WHISPER_MODEL = "whisper-base"
@@ -138,3 +140,27 @@ def build_local_services(
         llm=build_llm(settings, llm_base_url, persona.render_system_prompt(level)),
         tts=build_tts(persona, settings.home),
     )
+
+
+@contextlib.asynccontextmanager
+async def local_llm(settings: Settings) -> AsyncIterator[str]:
+    """Yield an OpenAI-compatible base URL: ``llm_base_url`` or a started llama.cpp server.
+
+    Raises:
+        models.registry.ModelNotInstalledError: the GGUF is not installed.
+        services.llama_server.LLMServerError: the server did not become ready.
+    """
+    if settings.llm_base_url:
+        yield settings.llm_base_url
+        return
+    server = LlamaServer(
+        model_path(settings.llm_model, settings.home),
+        log_path=settings.home / "logs" / "llama-server.log",
+        host=settings.llm_host,
+        port=settings.llm_port,
+        threads=settings.llm_threads,
+        context_tokens=settings.llm_context_tokens,
+        ready_timeout_s=settings.llm_ready_timeout_s,
+    )
+    async with server:
+        yield server.base_url

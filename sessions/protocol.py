@@ -12,10 +12,11 @@ Process → server, one JSON object per line on stdout::
     {"event": "ready"}                                  pipeline built, waiting for a peer
     {"event": "reply", "id": 1, "ok": true, "data": {...}}   answer to a request (SDP answer)
     {"event": "reply", "id": 2, "ok": false, "error": "message"}
-    {"event": "status", "status": "active"}             a peer connected / the learner spoke
+    {"event": "turn", "turn": {...}}                    a turn completed (already stored)
     {"event": "ended", "reason": "..."}                 the pipeline finished
 
-Turns are not sent here: the process writes each turn to the store when it completes.
+The process writes each turn to the store itself when it completes; the ``turn`` event only
+feeds the server's metrics.
 """
 
 from __future__ import annotations

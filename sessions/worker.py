@@ -116,6 +116,7 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
 
     async def on_turn(turn: TurnRecord) -> None:
         await store.add_turn(spec.session_id, turn)
+        channel.send({"event": "turn", "turn": turn.to_dict()})
         if turn.role == "learner" and turn.index <= 1:
             await store.set_session_status(spec.session_id, "active")
 
