@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
+
+PG_ADMIN_DSN = os.environ.get(
+    "VOXTUTOR_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+"""A PostgreSQL role that may CREATE DATABASE; each test gets a fresh database from it."""
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 """Debian package pocketsphinx-testdata: 5 LibriVox clips (16 kHz) with transcripts."""
@@ -30,3 +40,28 @@ def librivox() -> dict[Path, str]:
             "(scripts/setup.sh does)"
         )
     return {LIBRIVOX / f"{k}.wav": v for k, v in librivox_transcripts().items()}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[str]:
+    """A migrated-nothing, empty database URL: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'voxtutor.db'}"
+        return
+    try:
+        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as e:
+        pytest.fail(
+            f"PostgreSQL is unreachable at {PG_ADMIN_DSN} ({e!r}). The store suite runs against "
+            "SQLite and PostgreSQL: start PostgreSQL or point VOXTUTOR_TEST_PG_DSN at one "
+            "(a role that may CREATE DATABASE).",
+            pytrace=False,
+        )
+    name = f"voxtutor_test_{secrets.token_hex(6)}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = make_url(PG_ADMIN_DSN).set(drivername="postgresql+asyncpg", database=name)
+        yield url.render_as_string(hide_password=False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -18,12 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
 from loguru import logger
-from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from api.metrics import Metrics
@@ -37,7 +34,6 @@ from sessions.protocol import (
     SessionSpec,
 )
 from store import Store, create_engine
-from tests.test_store import PG_ADMIN_DSN
 
 
 @asynccontextmanager
@@ -121,30 +117,6 @@ class FakeSupervisor:
 
 
 # -- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """An empty database: a SQLite file, or a fresh PostgreSQL database (as test_store)."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'voxtutor.db'}"
-        return
-    try:
-        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as e:
-        pytest.fail(
-            f"PostgreSQL is unreachable at {PG_ADMIN_DSN} ({e!r}): start it or point "
-            "VOXTUTOR_TEST_PG_DSN at one (a role that may CREATE DATABASE).",
-            pytrace=False,
-        )
-    name = f"voxtutor_test_{secrets.token_hex(6)}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = make_url(PG_ADMIN_DSN).set(drivername="postgresql+asyncpg", database=name)
-        yield url.render_as_string(hide_password=False)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest.fixture

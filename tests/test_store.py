@@ -7,17 +7,13 @@ when it is unreachable these tests fail rather than skip, so both backends are a
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC
 
-import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import make_url
 
 from observers.turn_recorder import TurnRecord
 from store import (
@@ -31,35 +27,7 @@ from store import (
 )
 from store.models import Base
 
-PG_ADMIN_DSN = os.environ.get(
-    "VOXTUTOR_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 TABLES = {"api_keys", "learners", "sessions", "turns", "usage_events"}
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def db_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[str]:
-    """A migrated-nothing, empty database URL: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'voxtutor.db'}"
-        return
-    try:
-        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as e:
-        pytest.fail(
-            f"PostgreSQL is unreachable at {PG_ADMIN_DSN} ({e!r}). The store suite runs against "
-            "SQLite and PostgreSQL: start PostgreSQL or point VOXTUTOR_TEST_PG_DSN at one "
-            "(a role that may CREATE DATABASE).",
-            pytrace=False,
-        )
-    name = f"voxtutor_test_{secrets.token_hex(6)}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = make_url(PG_ADMIN_DSN).set(drivername="postgresql+asyncpg", database=name)
-        yield url.render_as_string(hide_password=False)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest.fixture
