@@ -141,9 +141,13 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
         async def _connected(_t: Any, _c: Any) -> None:
             await session.greet()
 
+        @session.worker.event_handler("on_idle_timeout")
+        async def _idle(_w: Any) -> None:
+            session_box.setdefault("end_reason", "idle timeout")
+
         @transport.event_handler("on_client_disconnected")
         async def _disconnected(_t: Any, _c: Any) -> None:
-            session_box["end_reason"] = "client disconnected"
+            session_box.setdefault("end_reason", "client disconnected")
             await session.worker.cancel()
 
         await runner.add_workers(session.worker)
@@ -192,7 +196,11 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     requests_task = asyncio.create_task(serve_requests())
     tasks.add(requests_task)
     channel.send({"event": "ready"})
-    await started.wait()
+    try:
+        # A session nobody connects to must not hold its slot forever.
+        await asyncio.wait_for(started.wait(), spec.idle_timeout_s)
+    except TimeoutError:
+        session_box["end_reason"] = "no client connected"
     if "session" in session_box:
         await runner.run()
         await session_box["session"].recorder.flush()

@@ -84,7 +84,7 @@ async def env(tmp_path, llm_url):
     learner = await store.create_learner(key.id, "Pat", "en")
     sup = SessionSupervisor(store, max_sessions=1, log_dir=tmp_path / "logs", keep_spare=True)
 
-    async def new_session() -> str:
+    async def new_session(idle_timeout_s: float = 300.0) -> str:
         info, _token = await store.create_session(
             learner.id, key.id, "aviation-examiner", "local", "webrtc"
         )
@@ -95,6 +95,7 @@ async def env(tmp_path, llm_url):
             transport="webrtc",
             database_url=url,
             llm_base_url=llm_url,
+            idle_timeout_s=idle_timeout_s,
         )
         await sup.spawn(spec)
         return info.id
@@ -192,3 +193,12 @@ async def test_killed_session_process_is_marked_failed_and_keeps_its_turns(env):
     with pytest.raises(SessionNotRunningError):
         await sup.offer(sid, {"sdp": "x", "type": "offer"})
     await pc.close()
+
+
+async def test_session_nobody_connects_to_ends_and_frees_its_slot(env):
+    store, sup, new_session = env
+    sid = await new_session(idle_timeout_s=2.0)
+    await wait_for(lambda: _not_running(sup, sid), 30)
+    info = await store.get_session(sid)
+    assert info.status == "ended" and info.end_reason == "no client connected"
+    assert sup.active_count == 0
