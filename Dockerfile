@@ -11,24 +11,31 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY pyproject.toml README.md cli.py ./
+COPY pyproject.toml README.md cli.py server.py alembic.ini ./
+COPY api ./api
 COPY config ./config
 COPY models ./models
 COPY observers ./observers
 COPY pipelines ./pipelines
 COPY processors ./processors
 COPY services ./services
+COPY sessions ./sessions
+COPY store ./store
 COPY transports ./transports
+COPY web ./web
 
 # Portable CPU build (no -march=native): AVX2/FMA/F16C cover x86-64 servers of the last decade.
 ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
-RUN pip install --no-cache-dir . \
+# Editable install: server.py serves web/ from beside itself.
+RUN pip install --no-cache-dir -e . \
  && apt-get purge -y build-essential cmake && apt-get autoremove -y
 
 ENV VOXTUTOR_HOME=/var/lib/voxtutor
 RUN voxtutor models install
 
-RUN useradd --system --home /app voxtutor && chown -R voxtutor /var/lib/voxtutor
+RUN useradd --system --home /app voxtutor && chown -R voxtutor /var/lib/voxtutor /app
 USER voxtutor
+EXPOSE 8080
+ENV VOXTUTOR_HOST=0.0.0.0
 ENTRYPOINT ["voxtutor"]
-CMD ["personas"]
+CMD ["serve"]

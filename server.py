@@ -12,12 +12,14 @@ import importlib.metadata
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from loguru import logger
 from sqlalchemy import text
 
@@ -60,6 +62,10 @@ def _version() -> str:
 
 def _store_url(store: Store) -> str:
     return store.engine.url.render_as_string(hide_password=False)
+
+
+WEB_DIR = Path(__file__).parent / "web"
+"""The browser room: landing page, WebRTC client and live transcript (no build step)."""
 
 
 def create_app(
@@ -140,6 +146,8 @@ def create_app(
     for module in (routes_learners, routes_sessions, routes_webrtc, routes_catalog):
         app.include_router(module.router, prefix=API_PREFIX)
     _add_ops_routes(app)
+    # The browser room (static page; the last route, so the API and ops routes come first).
+    app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
 
     # Starlette runs the last added middleware first: CORS → catch-all → body limit → app.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages: espeak-ng speaks German and Czech; pocketsphinx-testdata ships real
-# English recordings (LibriVox, with transcripts) used by the demo and the tests.
-APT_PACKAGES=(espeak-ng pocketsphinx-testdata)
+# English recordings (LibriVox, with transcripts) used by the demo and the tests; chromium
+# runs the browser-room test headless (Playwright drives it; no browser download).
+APT_PACKAGES=(espeak-ng pocketsphinx-testdata chromium)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
