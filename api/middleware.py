@@ -15,6 +15,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.errors import error_response
 
 
+class _ResponseTracker:
+    """Wraps ``send`` to tell whether the response has started (then no error body can follow)."""
+
+    def __init__(self, send: Send):
+        self._send = send
+        self.started = False
+
+    async def send(self, message: Message) -> None:
+        self.started = self.started or message["type"] == "http.response.start"
+        await self._send(message)
+
+
 class BodyTooLargeError(HTTPException):
     """The body grew past the limit while streaming (answered 413 by the error handlers)."""
 
@@ -65,17 +77,11 @@ class BodySizeLimitMiddleware:
                     raise BodyTooLargeError(self.max_bytes)
             return message
 
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        tracked = _ResponseTracker(send)
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, tracked.send)
         except BodyTooLargeError as e:  # raised where no route handler turned it into a 413
-            if started:
+            if tracked.started:
                 raise
             await error_response(413, "payload_too_large", str(e.detail))(scope, receive, send)
 
@@ -97,19 +103,13 @@ class CatchAllMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        tracked = _ResponseTracker(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked.send)
         except Exception:
             logger.exception("unhandled error on {} {}", scope.get("method"), scope.get("path"))
             if self.on_error is not None:
                 self.on_error()
-            if started:
+            if tracked.started:
                 raise
             await error_response(500, "internal", "internal error")(scope, receive, send)
