@@ -20,6 +20,7 @@ from rich.table import Table
 
 from config.personas import PersonaError, list_personas, load_persona
 from config.settings import get_settings
+from config.tiers import Link
 
 app = typer.Typer(help="voxtutor: realtime voice tutoring on Pipecat.", no_args_is_help=True)
 models_app = typer.Typer(help="Offline models shipped in PyPI packages.", no_args_is_help=True)
@@ -48,6 +49,7 @@ def session(
     audio: Annotated[list[Path], typer.Option(help="Learner recording; repeat for more turns.")],
     out: Annotated[Path, typer.Option(help="Directory for transcript.json and WAVs.")],
     level: Annotated[str | None, typer.Option(help="Learner CEFR level (A1..C2).")] = None,
+    tier: Annotated[str, typer.Option(help="Tier, see `voxtutor tiers`.")] = "local",
     llm_base_url: Annotated[
         str | None, typer.Option(help="Use this OpenAI-compatible server, not llama.cpp.")
     ] = None,
@@ -63,9 +65,12 @@ def session(
     settings = get_settings()
     try:
         result = asyncio.run(
-            run_file_session(persona, audio, out, settings, level=level, llm_base_url=llm_base_url)
+            run_file_session(
+                persona, audio, out, settings, level=level, llm_base_url=llm_base_url, tier=tier
+            )
         )
     except (PersonaError, AudioFileError, ModelError, LLMServerError, ValueError) as e:
+        # ValueError covers config.tiers.TierError (unknown tier, missing provider key).
         raise _fail(e) from None
     for turn in result.turns:
         who = "learner" if turn.role == "learner" else result.transcript["persona"]
@@ -81,6 +86,48 @@ def personas() -> None:
     for pid in list_personas():
         p = load_persona(pid)
         table.add_row(p.id, p.name, p.role, p.language, p.cefr_level)
+    console.print(table)
+
+
+def _chain_names(chain: tuple[Link, ...]) -> str:
+    return " → ".join(x.provider + (f" {x.model}" if x.model else "") for x in chain)
+
+
+@app.command()
+def tiers() -> None:
+    """List the tiers: providers per role (primary first), quotas, and availability.
+
+    A tier is available when its primary providers' keys are set in the environment; the
+    missing variable names are printed (never values).
+    """
+    from config.tiers import TierError, load_tiers
+
+    try:
+        found = load_tiers()
+    except TierError as e:
+        raise _fail(e) from None
+    table = Table(
+        "tier", "stt", "llm", "tts", "quotas (sessions/mo, exchanges, TTS chars/mo)", "available"
+    )
+    for t in found.values():
+        q = t.quotas
+        quota = " / ".join(
+            "∞" if v is None else f"{v:,}"
+            for v in (q.sessions_per_month, q.exchanges_per_session, q.tts_chars_per_month)
+        )
+        missing = t.missing_env()
+        if t.realtime is not None:
+            stt = llm = tts = _chain_names((t.realtime,))
+        else:
+            stt, llm, tts = _chain_names(t.stt), _chain_names(t.llm), _chain_names(t.tts)
+        table.add_row(
+            t.name,
+            stt,
+            llm,
+            tts,
+            quota,
+            "[green]yes[/]" if not missing else f"[red]no[/] (set {', '.join(missing)})",
+        )
     console.print(table)
 
 

@@ -8,8 +8,9 @@ from loguru import logger
 from api.deps import ApiKey
 from api.errors import ApiError, error_responses
 from api.runtime import known_tiers, missing_env
-from api.schemas import PersonaOut, TierOut
+from api.schemas import PersonaOut, TierOut, TierQuotas
 from config.personas import Persona, PersonaError, list_personas, load_persona
+from config.tiers import load_tiers
 
 router = APIRouter(tags=["catalog"], responses=error_responses(500))
 
@@ -77,5 +78,28 @@ async def personas(_: ApiKey) -> list[PersonaOut]:
     summary="List tiers",
 )
 async def tiers(_: ApiKey) -> list[TierOut]:
-    """The tiers this build can run; ``available`` when their environment variables are set."""
-    return [TierOut(name=t, available=not (m := missing_env(t)), missing=m) for t in known_tiers()]
+    """Every tier with its provider chains and quotas.
+
+    ``available`` is true when the primary providers' keys are set; ``missing`` names the
+    unset variables (never values).
+    """
+    out = []
+    for tier in load_tiers().values():
+        roles = (
+            {"realtime": (tier.realtime,)}
+            if tier.realtime
+            else {"stt": tier.stt, "llm": tier.llm, "tts": tier.tts}
+        )
+        missing = tier.missing_env()
+        out.append(
+            TierOut(
+                name=tier.name,
+                title=tier.title,
+                kind=tier.kind,
+                providers={r: [x.provider for x in chain] for r, chain in roles.items()},
+                quotas=TierQuotas(**tier.quotas.model_dump()),
+                available=not missing,
+                missing=missing,
+            )
+        )
+    return out

@@ -8,11 +8,9 @@ gets the supervisor and the LLM server from; until it provides a supervisor, ``P
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from functools import cache
 from typing import Protocol
 
 from loguru import logger
@@ -136,18 +134,19 @@ async def default_runtime(
         yield Runtime(supervisor=supervisor, llm_base_url=base_url)
 
 
-TIER_REQUIREMENTS: dict[str, tuple[str, ...]] = {"local": ()}
-"""Environment variables each tier needs (provider keys); the local tier needs none."""
-
-
-@cache
 def known_tiers() -> tuple[str, ...]:
-    """The tiers this build can assemble (``pipelines.session.TIERS``, imported once)."""
-    from pipelines.session import TIERS
+    """The tiers in ``config/tiers.yaml``, in file order."""
+    from config.tiers import load_tiers
 
-    return tuple(TIERS)
+    return tuple(load_tiers())
 
 
 def missing_env(tier: str) -> list[str]:
-    """The environment variables ``tier`` needs that are unset (names only, never values)."""
-    return [name for name in TIER_REQUIREMENTS.get(tier, ()) if not os.environ.get(name)]
+    """The environment variables ``tier``'s primary providers need that are unset.
+
+    Names only, never values; empty for an unknown tier (callers check the name first).
+    """
+    from config.tiers import load_tiers
+
+    found = load_tiers().get(tier)
+    return found.missing_env() if found is not None else []

@@ -244,10 +244,25 @@ class PersonaOut(BaseModel):
     cefr_level: str
 
 
+class TierQuotas(BaseModel):
+    """A tier's limits per learner (``null`` = unlimited; seed 003 §9.4)."""
+
+    sessions_per_month: int | None
+    exchanges_per_session: int | None
+    tts_chars_per_month: int | None
+
+
 class TierOut(BaseModel):
-    """A tier and whether this process can run it."""
+    """A tier, its providers (primary first, then failover backups) and its availability."""
 
     name: str
+    title: str = ""
+    kind: Literal["pipeline", "speech_to_speech"] = "pipeline"
+    providers: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Provider chain per role (stt, llm, tts; or realtime), primary first.",
+    )
+    quotas: TierQuotas | None = None
     available: bool
     missing: list[str] = Field(description="Unset environment variables the tier needs.")
 

@@ -52,6 +52,16 @@ class Settings(BaseSettings):
         session_idle_timeout_s: End a session after this many seconds without speech.
         cors_origins: Origins allowed to call the API from a browser (comma-separated in env).
         max_body_bytes: Largest request body accepted, bytes (an SDP offer is ~5-10 KB).
+        openai_base_url: OpenAI REST base (chat, speech, transcriptions); ``None`` = the SDK's
+            default ``https://api.openai.com/v1``. Tests point it at a loopback fake.
+        openai_realtime_url: OpenAI Realtime websocket; ``None`` = Pipecat's default
+            ``wss://api.openai.com/v1/realtime``.
+        anthropic_base_url: Anthropic Messages API base; ``None`` = ``https://api.anthropic.com``.
+        deepgram_base_url: Deepgram base for listen (STT) and speak (TTS); ``None`` = Pipecat's
+            defaults (``api.deepgram.com``).
+        cartesia_url: Cartesia TTS websocket; ``None`` = ``wss://api.cartesia.ai/tts/websocket``.
+        daily_api_url: Daily REST API base (rooms, meeting tokens, dial-in).
+        upgrade_url: Where a learner over a tier quota is sent (``upgrade_url`` in 402 bodies).
     """
 
     model_config = SettingsConfigDict(env_prefix="VOXTUTOR_", env_file=".env", extra="ignore")
@@ -80,6 +90,13 @@ class Settings(BaseSettings):
     session_idle_timeout_s: float = Field(default=300.0, gt=0)
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    openai_base_url: str | None = None
+    openai_realtime_url: str | None = None
+    anthropic_base_url: str | None = None
+    deepgram_base_url: str | None = None
+    cartesia_url: str | None = None
+    daily_api_url: str = "https://api.daily.co/v1"
+    upgrade_url: str = "/pricing"
 
     @property
     def store_url(self) -> str:

@@ -26,9 +26,11 @@ from pipecat.workers.runner import WorkerRunner
 
 from config.personas import Persona, load_persona
 from config.settings import Settings
+from config.tiers import Tier, TierError, get_tier
 from observers.turn_recorder import TurnRecord
-from pipelines.local import PIPER_MODEL, WHISPER_MODEL, build_local_services, local_llm
+from pipelines.local import PIPER_MODEL, WHISPER_MODEL, local_llm
 from pipelines.session import build_session
+from pipelines.tiers import build_tier_services
 from services.llama_server import warm_up
 from transports.file import FileTransport, FileTransportParams, load_learner_audio
 
@@ -70,6 +72,20 @@ def _summary(turns: Sequence[TurnRecord]) -> dict[str, Any]:
     }
 
 
+def _models(tier: Tier, persona: Persona, settings: Settings) -> dict[str, str]:
+    """The primary model per role, as written to ``transcript.json``."""
+    local = {
+        "stt": WHISPER_MODEL,
+        "llm": settings.llm_model,
+        "tts": PIPER_MODEL if persona.language == "en" else f"espeak-ng:{persona.voice}",
+    }
+    out = {}
+    for role in ("stt", "llm", "tts"):
+        link = tier.chain(role, persona.language)[0]
+        out[role] = local[role] if link.provider == "local" else f"{link.provider}:{link.model}"
+    return out
+
+
 def _prepare(audio_paths: Sequence[Path], sample_rate: int, out_dir: Path) -> list[Any]:
     """Load every recording (failing before any model loads) and create ``out_dir``."""
     recordings = [load_learner_audio(p, sample_rate) for p in audio_paths]
@@ -86,6 +102,7 @@ async def run_file_session(
     level: str | None = None,
     llm_base_url: str | None = None,
     params: FileTransportParams | None = None,
+    tier: str = "local",
 ) -> SessionResult:
     """Run a session where each file is one learner turn; write the outputs to ``out_dir``.
 
@@ -98,14 +115,21 @@ async def run_file_session(
         level: Learner CEFR level (persona default if ``None``).
         llm_base_url: Use this OpenAI-compatible server instead of starting llama.cpp.
         params: Learner-side pacing.
+        tier: Which providers serve the session (``config/tiers.yaml``); cloud tiers need
+            their keys in the environment.
 
     Raises:
+        config.tiers.TierError: unknown tier or a missing provider key.
         config.personas.PersonaError: unknown or invalid persona.
         transports.file.AudioFileError: a recording is unusable.
         models.registry.ModelNotInstalledError: a model is not installed.
         services.llama_server.LLMServerError: the local LLM server failed to start.
     """
     persona: Persona = load_persona(persona_id)
+    tier_config = get_tier(tier)
+    missing = tier_config.missing_env()
+    if missing:
+        raise TierError(f"tier {tier!r} needs {', '.join(missing)} to be set")
     if not audio_paths:
         raise ValueError("give at least one learner recording (--audio FILE)")
     params = params or FileTransportParams()
@@ -120,12 +144,15 @@ async def run_file_session(
             *persona.initial_messages(),
             {"role": "assistant", "content": persona.greeting},
         ]
-        try:
-            took = await warm_up(base_url, opening)
-            logger.info(f"LLM warm-up (prompt evaluation) took {took:.2f} s")
-        except httpx.HTTPError as e:
-            logger.warning(f"LLM warm-up failed, the first turn will be slower: {e}")
-        services = build_local_services(persona, settings, base_url, level)
+        if tier_config.llm[0].provider == "local":
+            try:
+                took = await warm_up(base_url, opening)
+                logger.info(f"LLM warm-up (prompt evaluation) took {took:.2f} s")
+            except httpx.HTTPError as e:
+                logger.warning(f"LLM warm-up failed, the first turn will be slower: {e}")
+        services = build_tier_services(
+            tier, persona, settings, local_base_url=base_url, level=level
+        )
         transport = FileTransport(recordings, params, output_sample_rate=OUTPUT_SAMPLE_RATE)
         audio = AudioBufferProcessor(
             sample_rate=OUTPUT_SAMPLE_RATE, num_channels=2, auto_start_recording=True
@@ -173,13 +200,9 @@ async def run_file_session(
         "persona": persona.id,
         "language": persona.language,
         "cefr_level": level or persona.cefr_level,
-        "tier": "local",
+        "tier": tier,
         "started_at": started.isoformat(),
-        "models": {
-            "stt": WHISPER_MODEL,
-            "llm": settings.llm_model,
-            "tts": (PIPER_MODEL if persona.language == "en" else f"espeak-ng:{persona.voice}"),
-        },
+        "models": _models(tier_config, persona, settings),
         "inputs": [
             {"path": str(p), "offset_ms": off}
             for p, off in zip(audio_paths, transport.input().turn_offsets_ms, strict=False)

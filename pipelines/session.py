@@ -34,9 +34,6 @@ from observers.turn_recorder import TurnRecord, TurnRecorderObserver
 from pipelines.turn_taking import turn_strategies
 from processors.sentence_aggregator import SentenceAggregator
 
-TIERS = ("local",)
-"""Tiers this build can assemble."""
-
 
 @dataclass
 class Session:
@@ -65,12 +62,16 @@ class Session:
         await self.worker.queue_frames([TTSSpeakFrame(self.persona.greeting)])
 
 
+def _group(part: FrameProcessor | Sequence[FrameProcessor]) -> list[FrameProcessor]:
+    return [part] if isinstance(part, FrameProcessor) else list(part)
+
+
 def build_session(
     persona: Persona,
     *,
-    stt: FrameProcessor,
-    llm: FrameProcessor,
-    tts: FrameProcessor,
+    stt: FrameProcessor | Sequence[FrameProcessor],
+    llm: FrameProcessor | Sequence[FrameProcessor],
+    tts: FrameProcessor | Sequence[FrameProcessor],
     transport: BaseTransport,
     settings: Settings,
     recorders: Sequence[FrameProcessor] = (),
@@ -84,10 +85,13 @@ def build_session(
 
     Args:
         persona: The tutor or examiner.
-        stt: Speech-to-text service (frames of 16-bit PCM in, ``TranscriptionFrame`` out).
+        stt: Speech-to-text service (frames of 16-bit PCM in, ``TranscriptionFrame`` out), or
+            the processors of a failover group standing in its place (``pipelines.tiers``).
         llm: LLM service reading the shared ``LLMContext``; it carries the persona's system
-            prompt as its system instruction (see :func:`pipelines.local.build_llm`).
-        tts: Text-to-speech service; receives one sentence per ``AggregatedTextFrame``.
+            prompt as its system instruction (see :func:`pipelines.local.build_llm`); or a
+            failover group.
+        tts: Text-to-speech service; receives one sentence per ``AggregatedTextFrame``; or a
+            failover group.
         transport: Where audio comes from and goes to (file, WebRTC, phone).
         settings: VAD and turn-taking knobs.
         recorders: Processors placed right after ``transport.output()`` (they see learner
@@ -114,11 +118,11 @@ def build_session(
     )
     processors: list[FrameProcessor] = [
         transport.input(),
-        stt,
+        *_group(stt),
         user_aggregator,
-        llm,
+        *_group(llm),
         LLMTextProcessor(text_aggregator=SentenceAggregator()),
-        tts,
+        *_group(tts),
         transport.output(),
         *recorders,
         assistant_aggregator,

@@ -1,0 +1,218 @@
+"""One Pipecat service per tier link: local, OpenAI, Anthropic, Deepgram, Cartesia, text-only.
+
+:func:`build_link` turns a :class:`config.tiers.Link` into the real Pipecat service for a role
+(``stt``, ``llm``, ``tts``), with the persona's language, voice, keyterms and system prompt.
+Keys come from the environment (:data:`config.tiers.PROVIDER_KEY_ENV`) and endpoints from
+settings (``VOXTUTOR_*_BASE_URL``), so tests reach loopback fakes of each provider's API.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.transcriptions.language import Language
+
+from config.personas import Persona
+from config.settings import Settings
+from config.tiers import Link, TierError
+
+Role = Literal["stt", "llm", "tts"]
+
+DEEPGRAM_LANGUAGE = {"en": Language.EN_US, "de": Language.DE, "cs": Language.CS}
+"""Deepgram wants a region for English (nova-3 ``en-US``); German and Czech are plain."""
+
+DEEPGRAM_SPEAK_URL = "wss://api.deepgram.com"
+"""Pipecat's default base of Deepgram's speak websocket."""
+
+CARTESIA_TTS_URL = "wss://api.cartesia.ai/tts/websocket"
+"""Pipecat's default Cartesia TTS websocket."""
+
+PIPECAT_LANGUAGE = {"en": Language.EN, "de": Language.DE, "cs": Language.CS}
+
+
+def _key(link: Link) -> str:
+    """Return the link's API key from the environment.
+
+    Raises:
+        TierError: the key's variable is unset (names the variable, never a value).
+    """
+    name = link.key_env
+    value = os.environ.get(name) if name else None
+    if not value:
+        raise TierError(f"{link.provider} needs {name} to be set")
+    return value
+
+
+def _websocket_url(url: str) -> str:
+    """``http(s)://`` → ``ws(s)://`` (Deepgram's speak websocket takes a ws base URL)."""
+    if url.startswith("https://"):
+        return "wss://" + url.removeprefix("https://")
+    if url.startswith("http://"):
+        return "ws://" + url.removeprefix("http://")
+    return url
+
+
+def build_stt(link: Link, persona: Persona, settings: Settings) -> FrameProcessor:
+    """The STT service for ``link`` (16-bit PCM in at the pipeline rate, transcripts out).
+
+    Raises:
+        TierError: the provider's key is missing or the provider has no STT.
+        models.registry.ModelNotInstalledError: ``local`` and Whisper is not assembled.
+    """
+    language = persona.language
+    if link.provider == "local":
+        from pipelines.local import build_stt as build_local_stt
+
+        return build_local_stt(persona, settings.home)
+    if link.provider == "deepgram":
+        from pipecat.services.deepgram.stt import DeepgramSTTService
+
+        return DeepgramSTTService(
+            api_key=_key(link),
+            base_url=settings.deepgram_base_url or "",
+            settings=DeepgramSTTService.Settings(
+                model=link.model,
+                language=DEEPGRAM_LANGUAGE[language],
+                # Nova-3 keyterm prompting (seed 003 §10: METAR, NOTAM, VOR, ...).
+                keyterm=list(persona.stt_keyterms) or None,
+                smart_format=True,
+                interim_results=True,
+            ),
+        )
+    if link.provider == "openai":
+        from pipecat.services.openai.stt import OpenAISTTService
+
+        return OpenAISTTService(
+            api_key=_key(link),
+            base_url=settings.openai_base_url,
+            settings=OpenAISTTService.Settings(
+                model=link.model,
+                language=PIPECAT_LANGUAGE[language],
+                # The transcription prompt biases spelling toward the persona's vocabulary.
+                prompt=", ".join(persona.stt_keyterms) or None,
+            ),
+        )
+    raise TierError(f"{link.provider} has no STT service")
+
+
+def build_llm(
+    link: Link, persona: Persona, settings: Settings, *, local_base_url: str, level: str | None
+) -> FrameProcessor:
+    """The LLM service for ``link``, carrying the persona's system prompt for ``level``.
+
+    Args:
+        link: The chain link.
+        persona: Supplies the system prompt.
+        settings: Reply cap (``llm_max_tokens``) and endpoints.
+        local_base_url: The local tier's OpenAI-compatible server (``local`` links).
+        level: The learner's CEFR level, or ``None`` for the persona default.
+
+    Raises:
+        TierError: the provider's key is missing or the provider has no LLM.
+    """
+    system = persona.render_system_prompt(level)
+    if link.provider == "local":
+        from pipelines.local import build_llm as build_local_llm
+
+        return build_local_llm(settings, local_base_url, system)
+    if link.provider == "openai":
+        from pipecat.services.openai.llm import OpenAILLMService
+
+        return OpenAILLMService(
+            api_key=_key(link),
+            base_url=settings.openai_base_url,
+            settings=OpenAILLMService.Settings(
+                model=link.model,
+                system_instruction=system,
+                max_tokens=settings.llm_max_tokens,
+                temperature=0.3,
+            ),
+        )
+    if link.provider == "anthropic":
+        from anthropic import AsyncAnthropic
+        from pipecat.services.anthropic.llm import AnthropicLLMService
+
+        key = _key(link)
+        return AnthropicLLMService(
+            api_key=key,
+            # Pipecat builds its own client without a base URL; pass one that has it.
+            client=AsyncAnthropic(api_key=key, base_url=settings.anthropic_base_url),
+            settings=AnthropicLLMService.Settings(
+                model=link.model,
+                system_instruction=system,
+                max_tokens=settings.llm_max_tokens,
+                temperature=0.3,
+            ),
+        )
+    raise TierError(f"{link.provider} has no LLM service")
+
+
+def build_tts(link: Link, persona: Persona, settings: Settings) -> FrameProcessor:
+    """The TTS service for ``link`` speaking the persona's language with the link's voice.
+
+    Raises:
+        TierError: the key is missing, or the link has no voice for the persona's language.
+        models.registry.ModelNotInstalledError: ``local`` English and Piper is not assembled.
+    """
+    language = persona.language
+    if link.provider == "local":
+        from pipelines.local import build_tts as build_local_tts
+
+        return build_local_tts(persona, settings.home)
+    if link.provider == "text":
+        from services.text_only_tts import TextOnlyTTSService
+
+        return TextOnlyTTSService()
+    voice = link.voices.get(language)
+    if voice is None:
+        raise TierError(f"{link.provider} {link.model} has no voice for {language!r}")
+    if link.provider == "openai":
+        from pipecat.services.openai.tts import OpenAITTSService
+
+        return OpenAITTSService(
+            api_key=_key(link),
+            base_url=settings.openai_base_url,
+            settings=OpenAITTSService.Settings(model=link.model, voice=voice),
+        )
+    if link.provider == "deepgram":
+        from pipecat.services.deepgram.tts import DeepgramTTSService
+
+        return DeepgramTTSService(
+            api_key=_key(link),
+            base_url=_websocket_url(settings.deepgram_base_url or DEEPGRAM_SPEAK_URL),
+            settings=DeepgramTTSService.Settings(voice=voice),
+        )
+    if link.provider == "cartesia":
+        from pipecat.services.cartesia.tts import CartesiaTTSService
+
+        return CartesiaTTSService(
+            api_key=_key(link),
+            url=settings.cartesia_url or CARTESIA_TTS_URL,
+            settings=CartesiaTTSService.Settings(
+                model=link.model, voice=voice, language=PIPECAT_LANGUAGE[language]
+            ),
+        )
+    raise TierError(f"{link.provider} has no TTS service")
+
+
+def build_link(
+    role: Role,
+    link: Link,
+    persona: Persona,
+    settings: Settings,
+    *,
+    local_base_url: str = "",
+    level: str | None = None,
+) -> FrameProcessor:
+    """Build the service for one link of a ``role`` chain (dispatches to the builders above).
+
+    Raises:
+        TierError: as the role's builder.
+    """
+    if role == "stt":
+        return build_stt(link, persona, settings)
+    if role == "llm":
+        return build_llm(link, persona, settings, local_base_url=local_base_url, level=level)
+    return build_tts(link, persona, settings)

@@ -1,0 +1,1 @@
+"""Loopback fakes of the cloud providers, speaking their wire protocols (see base.py)."""
