@@ -26,6 +26,7 @@ STATUS_CODES: dict[int, str] = {
     406: "not_acceptable",
     409: "conflict",
     413: "payload_too_large",
+    402: "payment_required",
     415: "unsupported_media_type",
     422: "invalid_request",
     429: "too_many_requests",
@@ -49,6 +50,22 @@ class ErrorBody(BaseModel):
     message: str
 
 
+class QuotaErrorBody(ErrorBody):
+    """A refused request because a tier quota is used up (seed 003 §9.4).
+
+    Attributes:
+        quota: Which limit: ``sessions_per_month`` or ``tts_chars_per_month``.
+        limit: The tier's limit.
+        used: What the learner has used this calendar month (UTC).
+        upgrade_url: Where to upgrade (setting ``VOXTUTOR_UPGRADE_URL``).
+    """
+
+    quota: str
+    limit: int
+    used: int
+    upgrade_url: str
+
+
 class ApiError(Exception):
     """Raised by routes and dependencies; answered as :class:`ErrorBody` with ``status``.
 
@@ -57,29 +74,42 @@ class ApiError(Exception):
         code: The ``error`` field.
         message: The ``message`` field.
         headers: Extra response headers (``Retry-After``, ``WWW-Authenticate``).
+        extra: Extra body fields next to ``error`` and ``message`` (e.g. a quota's ``limit``,
+            ``used`` and ``upgrade_url``).
     """
 
     def __init__(
-        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
 
 
 def error_response(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
-    """Return an :class:`ErrorBody` JSON response."""
-    body = {"error": code, "message": message[:MAX_MESSAGE_CHARS]}
+    """Return an :class:`ErrorBody` JSON response (plus ``extra`` fields, if any)."""
+    body = {**(extra or {}), "error": code, "message": message[:MAX_MESSAGE_CHARS]}
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
 _DESCRIPTIONS = {
     400: "The session process rejected the request (e.g. malformed SDP).",
     401: "Missing, unknown or revoked credentials.",
+    402: "A quota of the tier is used up (body: quota, limit, used, upgrade_url).",
     403: "Wrong session token.",
     404: "No such resource for this API key.",
     409: "Conflict with the resource's state.",
@@ -94,7 +124,10 @@ _DESCRIPTIONS = {
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries documenting :class:`ErrorBody` for ``statuses``."""
     return {
-        s: {"model": ErrorBody, "description": _DESCRIPTIONS.get(s, STATUS_CODES.get(s, "Error"))}
+        s: {
+            "model": QuotaErrorBody if s == 402 else ErrorBody,
+            "description": _DESCRIPTIONS.get(s, STATUS_CODES.get(s, "Error")),
+        }
         for s in statuses
     }
 
@@ -119,7 +152,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        return error_response(exc.status, exc.code, exc.message, exc.headers, exc.extra)
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

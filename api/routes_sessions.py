@@ -15,6 +15,7 @@ from loguru import logger
 
 from api.deps import ApiKey, AppContext, Ctx, is_uuid
 from api.errors import ApiError, error_responses
+from api.quotas import check_quotas
 from api.routes_catalog import check_tier, find_persona
 from api.schemas import (
     Connect,
@@ -28,6 +29,7 @@ from api.schemas import (
     SessionStatus,
     Turn,
 )
+from config.tiers import get_tier
 from sessions.protocol import CapacityError, SessionNotRunningError, SessionSpec
 from store import ApiKeyInfo, SessionInfo
 
@@ -60,7 +62,7 @@ async def owned_session(ctx: AppContext, key: ApiKeyInfo, session_id: str) -> Se
     "/sessions",
     status_code=201,
     response_model=SessionCreated,
-    responses=error_responses(401, 404, 413, 422, 429, 503),
+    responses=error_responses(401, 402, 404, 413, 422, 429, 503),
     summary="Start a session",
 )
 async def create_session(
@@ -68,9 +70,10 @@ async def create_session(
 ) -> SessionCreated:
     """Start a session; the response's ``connect`` tells the browser where to send its offer.
 
-    Unknown persona or tier → 422; unknown learner → 404; all slots busy → 429 with
-    ``Retry-After``; Daily without ``DAILY_API_KEY``, no session runtime, or a process that
-    failed to start → 503.
+    Unknown persona or tier → 422; unknown learner → 404; a monthly quota of the tier used
+    up → 402 ``quota_exceeded`` (``quota``, ``limit``, ``used``, ``upgrade_url``); all slots
+    busy → 429 with ``Retry-After``; Daily without ``DAILY_API_KEY``, no session runtime, or
+    a process that failed to start → 503.
     """
     persona = find_persona(body.persona)
     check_tier(body.tier)
@@ -86,6 +89,7 @@ async def create_session(
     )
     if learner is None:
         raise ApiError(404, "learner_not_found", f"no learner {body.learner_id!r}")
+    grant = await check_quotas(ctx.store, get_tier(body.tier), learner.id, ctx.settings.upgrade_url)
     supervisor = ctx.supervisor
     if supervisor is None or not ctx.llm_base_url:
         what = "session runtime" if supervisor is None else "LLM server"
@@ -108,6 +112,8 @@ async def create_session(
         cefr_level=learner.cefr_level,
         learner_name=learner.name,
         idle_timeout_s=ctx.settings.session_idle_timeout_s,
+        exchange_limit=grant.exchanges,
+        tts_chars_left=grant.tts_characters,
     )
     started = time.monotonic()
     try:

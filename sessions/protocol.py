@@ -41,6 +41,9 @@ class SessionSpec:
         database_url: Store URL; the process writes turns there.
         llm_base_url: OpenAI-compatible server of the local tier (shared by all sessions).
         idle_timeout_s: End the session after this many seconds without activity.
+        exchange_limit: Learner turns the session answers before ending politely (tier
+            quota), or ``None`` for no limit.
+        tts_chars_left: Characters TTS may still speak this month (tier quota), or ``None``.
     """
 
     session_id: str
@@ -52,6 +55,8 @@ class SessionSpec:
     cefr_level: str | None = None
     learner_name: str | None = None
     idle_timeout_s: float = 300.0
+    exchange_limit: int | None = None
+    tts_chars_left: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the spec as a JSON-ready dict (passed to the process as an argument)."""

@@ -99,15 +99,18 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     from config.personas import load_persona
     from config.settings import get_settings
     from observers.turn_recorder import TurnRecord
-    from pipelines.local import build_local_services
+    from pipelines.quota import SessionQuota
     from pipelines.session import build_session
+    from pipelines.tiers import build_tier_services
     from store import Store
 
     channel = channel or _Channel()
     settings = get_settings()
     persona = load_persona(spec.persona)
     store = await Store.open(spec.database_url, migrate=False)
-    services = build_local_services(persona, settings, spec.llm_base_url, spec.cefr_level)
+    services = build_tier_services(
+        spec.tier, persona, settings, local_base_url=spec.llm_base_url, level=spec.cefr_level
+    )
     handler = SmallWebRTCRequestHandler(connection_mode=ConnectionMode.SINGLE)
     runner = WorkerRunner(handle_sigint=False)
     started: asyncio.Event = asyncio.Event()
@@ -119,6 +122,11 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
         channel.send({"event": "turn", "turn": turn.to_dict()})
         if turn.role == "learner" and turn.index <= 1:
             await store.set_session_status(spec.session_id, "active")
+        if (quota := session_box.get("quota")) is not None:
+            await quota.on_turn(turn)
+
+    async def on_quota_limit(name: str) -> None:
+        session_box["end_reason"] = f"quota reached: {name}"
 
     async def on_connection(connection: Any) -> None:
         transport = SmallWebRTCTransport(
@@ -136,6 +144,14 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
             on_turn=on_turn,
         )
         session_box["session"] = session
+        session_box["quota"] = SessionQuota(
+            exchanges=spec.exchange_limit,
+            tts_characters=spec.tts_chars_left,
+            language=persona.language,
+            farewell=persona.farewell_text,
+            queue_frames=session.worker.queue_frames,
+            on_limit=on_quota_limit,
+        )
 
         @transport.event_handler("on_client_connected")
         async def _connected(_t: Any, _c: Any) -> None:

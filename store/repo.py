@@ -18,11 +18,12 @@ from store.models import (
     UTCDateTime,
     utcnow,
 )
+from store.quotas import QuotaStore
 from store.records import NotFoundError, SessionInfo
 from store.turns import TurnStore
 
 
-class Store(AccountStore, TurnStore):
+class Store(AccountStore, TurnStore, QuotaStore):
     """Async persistence of voxtutor: open with :meth:`open`, close with :meth:`close`.
 
     Every method runs in its own short transaction and returns frozen records, never ORM
