@@ -1,16 +1,20 @@
-"""Shared fixtures: real test recordings from registry packages, and the model home."""
+"""Shared fixtures: real test recordings from registry packages, databases, the API harness."""
 
 from __future__ import annotations
 
 import os
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
+
+if TYPE_CHECKING:
+    from tests.api_support import Api
 
 PG_ADMIN_DSN = os.environ.get(
     "VOXTUTOR_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -31,6 +35,22 @@ def librivox_transcripts() -> dict[str, str]:
     return out
 
 
+PROVIDER_KEYS = (
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "DEEPGRAM_API_KEY",
+    "CARTESIA_API_KEY",
+    "DAILY_API_KEY",
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_real_provider_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see a developer's real provider keys; those that need keys set fakes'."""
+    for name in PROVIDER_KEYS:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def librivox() -> dict[Path, str]:
     """Real English speech: path → known transcript. Installed by .ci/run (apt)."""
@@ -43,7 +63,7 @@ def librivox() -> dict[Path, str]:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-async def db_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[str]:
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A migrated-nothing, empty database URL: a SQLite file, or a fresh PostgreSQL database."""
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'voxtutor.db'}"
@@ -65,3 +85,39 @@ async def db_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[str]
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+# -- the HTTP API (tests/test_api_*.py; helpers in tests/api_support.py) --------------------
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """An empty SQLite file database."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'voxtutor.db'}"
+
+
+@pytest.fixture
+async def api(db_url: str, tmp_path: Path) -> AsyncIterator[Api]:
+    """The running API with a fake supervisor and keys A and B, on SQLite and PostgreSQL."""
+    from tests.api_support import make_api
+
+    async for a in make_api(db_url, tmp_path):
+        yield a
+
+
+@pytest.fixture
+async def lite(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Api]:
+    """The same on SQLite only, for tests about the HTTP layer rather than the database."""
+    from tests.api_support import make_api
+
+    async for a in make_api(sqlite_url, tmp_path):
+        yield a
+
+
+@pytest.fixture
+def llm_stub() -> Iterator[str]:
+    """The base URL (``…/v1``) of a real HTTP server answering ``GET /v1/models``."""
+    from tests.api_support import serve_llm_stub
+
+    with serve_llm_stub() as url:
+        yield url

@@ -3,7 +3,7 @@
 Every operation gets valid and invalid inputs (positive and negative generation); whatever
 they are, the API must never answer 5xx. The one documented 5xx a valid request can get here
 is ``503 transport_unavailable`` (``transport: daily`` without Daily support), which is
-allowed explicitly. SQLite only: the database behaviour is covered by ``test_api.py`` on both
+allowed explicitly. SQLite only: the database behaviour is covered by ``test_api_*.py`` on both
 backends.
 """
 
@@ -33,7 +33,7 @@ from config.settings import Settings
 from server import create_app
 from sessions.protocol import SessionSpec
 from store import Store
-from tests.test_api import FakeSupervisor, serve_llm_stub
+from tests.api_support import FakeSupervisor, serve_llm_stub
 
 MAX_EXAMPLES = 20
 CHECKS = [
