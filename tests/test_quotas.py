@@ -218,3 +218,41 @@ async def test_tts_characters_left_end_the_session_when_spent(tmp_path) -> None:
     assert ended == ["tts_chars_per_month"]
     assert len(llm.requests) == 2
     assert quota.used["tts_chars_per_month"] >= 2 * len(REPLY)
+
+
+async def test_api_refuses_the_session_over_the_monthly_limit_with_402(
+    api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.api_support import V1
+
+    monkeypatch.setenv("OPENAI_API_KEY", "test-openai")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-anthropic")
+    learner_id = await api.learner(target_language="en")
+    limit = get_tier("ground_school").quotas.sessions_per_month
+    for _ in range(limit - 1):
+        await api.store.create_session(
+            learner_id, api.key_a_id, "aviation-examiner", "ground_school", "webrtc"
+        )
+    body = {
+        "persona": "aviation-examiner",
+        "tier": "ground_school",
+        "transport": "webrtc",
+        "learner_id": learner_id,
+    }
+    ok = await api.client.post(f"{V1}/sessions", json=body, headers=api.a)
+    assert ok.status_code == 201, ok.text  # the limit-th session of the month
+    spec = api.sup.calls[-1][1]
+    assert (spec.exchange_limit, spec.tts_chars_left) == (20, 200_000)
+    refused = await api.client.post(f"{V1}/sessions", json=body, headers=api.a)
+    assert refused.status_code == 402, refused.text
+    assert refused.json() == {
+        "error": "quota_exceeded",
+        "message": f"the tier's sessions quota is used up ({limit} of {limit} this month)",
+        "quota": "sessions_per_month",
+        "limit": limit,
+        "used": limit,
+        "upgrade_url": "/pricing",
+    }
+    # Other tiers are counted separately.
+    local = await api.client.post(f"{V1}/sessions", json={**body, "tier": "local"}, headers=api.a)
+    assert local.status_code == 201, local.text
