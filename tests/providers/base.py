@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections import defaultdict, deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 
 class Fault(StrEnum):
@@ -29,6 +31,8 @@ class Fault(StrEnum):
     the request and sends nothing (the client's timeout must fire). ``DISCONNECT`` sends part of
     the payload (``after`` chunks), then drops the connection. ``GARBAGE`` sends a payload that
     is not the provider's format (non-JSON text, truncated JSON, or bytes where text belongs).
+    ``PROVIDER_ERROR`` sends the provider's own in-band error message (e.g. Cartesia's
+    ``{"type": "error"}``) after ``after`` chunks, where the protocol has one.
     """
 
     HTTP_5XX = "http_5xx"
@@ -36,6 +40,7 @@ class Fault(StrEnum):
     HANG = "hang"
     DISCONNECT = "disconnect"
     GARBAGE = "garbage"
+    PROVIDER_ERROR = "provider_error"
 
 
 @dataclass
@@ -54,6 +59,41 @@ class Recorded:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     query: dict[str, Any] = field(default_factory=dict)
+
+
+CLIENT_GONE = 499
+"""Status a handler returns once the client has hung up (nginx's "client closed request");
+nothing is delivered, it only ends the handler."""
+
+
+class AbortConnection(Exception):
+    """Raise from a streaming response body to drop the connection mid-response.
+
+    When the app raises after the response has started, uvicorn closes the TCP transport, so
+    the client sees a truncated body (for a chunked response: an incomplete chunked read),
+    never a clean end of stream. The harness keeps uvicorn from logging it as an app error.
+    """
+
+
+def _is_abort(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is, wraps or groups an :class:`AbortConnection`."""
+    if exc is None:
+        return False
+    if isinstance(exc, AbortConnection):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_is_abort(e) for e in exc.exceptions)
+    return _is_abort(exc.__cause__) or _is_abort(exc.__context__)
+
+
+class _QuietAbort(logging.Filter):
+    """Drops uvicorn's "Exception in ASGI application" record for a deliberate abort."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and _is_abort(record.exc_info[1]))
+
+
+_QUIET_ABORT = _QuietAbort()
 
 
 def free_port() -> int:
@@ -124,8 +164,68 @@ class FakeProvider:
         """The requests served on ``route``, in order."""
         return [r for r in self.requests if r.route == route]
 
+    async def hold(self, request: Request) -> bool:
+        """Hold ``request`` open for ``hang_s`` seconds (the ``HANG`` fault), sending nothing.
+
+        Returns:
+            True if the client is still connected afterwards (the handler then carries on, as a
+            slow provider would), False as soon as the client has gone away.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.hang_s
+        while (left := deadline - loop.time()) > 0:
+            if await request.is_disconnected():
+                return False
+            await asyncio.sleep(min(0.05, left))
+        return not await request.is_disconnected()
+
+    async def faulty_stream(
+        self,
+        request: Request,
+        fault: Injected | None,
+        parts: list[bytes],
+        *,
+        garbage: bytes,
+        provider_error: bytes | None = None,
+        head: tuple[bytes, ...] = (),
+        tail: tuple[bytes, ...] = (),
+    ) -> AsyncIterator[bytes]:
+        """Body of a streamed HTTP response: ``head``, ``parts``, ``tail``, with ``fault`` applied.
+
+        A mid-stream fault strikes before part ``min(after, len(parts))``: ``DISCONNECT`` drops
+        the connection, ``GARBAGE`` / ``PROVIDER_ERROR`` send ``garbage`` / ``provider_error``
+        and end the body, ``HANG`` (``after`` > 0 only; a handler holds ``after=0`` hangs before
+        the response starts) holds for ``hang_s`` and carries on. ``HTTP_*`` faults are the
+        handler's to answer before streaming.
+
+        Raises:
+            AbortConnection: For ``DISCONNECT`` (uvicorn then drops the connection).
+            ValueError: ``PROVIDER_ERROR`` on a route whose protocol has no in-band error.
+        """
+        for chunk in head:
+            yield chunk
+        for i in range(len(parts) + 1):
+            if fault and i == min(fault.after, len(parts)):
+                if fault.fault is Fault.DISCONNECT:
+                    raise AbortConnection
+                if fault.fault is Fault.GARBAGE:
+                    yield garbage
+                    return
+                if fault.fault is Fault.PROVIDER_ERROR:
+                    if provider_error is None:
+                        raise ValueError(f"{self.name}: this route has no in-band error")
+                    yield provider_error
+                    return
+                if fault.fault is Fault.HANG and fault.after > 0 and not await self.hold(request):
+                    return
+            if i < len(parts):
+                yield parts[i]
+        for chunk in tail:
+            yield chunk
+
     async def start(self) -> None:
         """Bind a free loopback port and serve until :meth:`stop`."""
+        logging.getLogger("uvicorn.error").addFilter(_QUIET_ABORT)
         self.port = free_port()
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
@@ -150,7 +250,7 @@ class FakeProvider:
                 await asyncio.wait_for(self._task, 5)
         self._server = self._task = None
 
-    async def __aenter__(self) -> FakeProvider:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
