@@ -256,6 +256,8 @@ class FileTransport(BaseTransport):
         recordings: One ``int16`` mono array per learner turn, at ``params.sample_rate``.
         params: Pacing.
         output_sample_rate: Output rate in Hz (``None``: the pipeline's).
+        output: A speaker to use instead of a plain :class:`FileOutputTransport` (e.g. one
+            that meters underruns, ``bench/capacity_session.py``).
     """
 
     def __init__(
@@ -263,13 +265,14 @@ class FileTransport(BaseTransport):
         recordings: Sequence[np.ndarray],
         params: FileTransportParams | None = None,
         output_sample_rate: int | None = None,
+        output: FileOutputTransport | None = None,
     ):
         super().__init__(name="FileTransport")
         self.params = params or FileTransportParams()
         self.done = asyncio.Event()
         self._bot = _BotSpeech()
         self._input = FileInputTransport(recordings, self.params, self._bot, self.done)
-        self._output = FileOutputTransport(output_sample_rate)
+        self._output = output or FileOutputTransport(output_sample_rate)
 
     def input(self) -> FileInputTransport:
         """The learner side."""
