@@ -55,7 +55,7 @@ STACKS: dict[str, dict[str, Link]] = {
     # dpe_live's primaries: streaming STT and TTS over websockets, Claude over SSE.
     "dpe": {
         "stt": Link(provider="deepgram", model="nova-3-general"),
-        "llm": Link(provider="anthropic", model="claude-sonnet-4-5-20250929"),
+        "llm": Link(provider="anthropic", model="claude-sonnet-4-6"),
         "tts": Link(
             provider="cartesia",
             model="sonic-3",
@@ -65,7 +65,7 @@ STACKS: dict[str, dict[str, Link]] = {
     # ground_school's primaries: HTTP transcription, Claude, HTTP speech.
     "openai": {
         "stt": Link(provider="openai", model="gpt-4o-transcribe"),
-        "llm": Link(provider="anthropic", model="claude-sonnet-4-5-20250929"),
+        "llm": Link(provider="anthropic", model="claude-sonnet-4-6"),
         "tts": Link(provider="openai", model="gpt-4o-mini-tts", voices={"en": "onyx"}),
     },
 }

@@ -118,7 +118,7 @@ def _assemble(
     settings: Settings,
     on_switch: OnSwitch | None,
 ) -> list[FrameProcessor]:
-    """One service as it is; several as a failover group switching on any fault."""
+    """One service as it is; several behind Pipecat's failover ``ServiceSwitcher``."""
     if len(chain) == 1:
         return [chain[0][1]]
     from pipecat.pipeline.service_switcher import (
