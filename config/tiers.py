@@ -141,9 +141,7 @@ class Tier(BaseModel):
         Raises:
             TierError: nothing in the chain can serve (e.g. a primary key is missing).
         """
-        links = [
-            link for link in getattr(self, role) if link.has_key() and link.speaks(language)
-        ]
+        links = [link for link in getattr(self, role) if link.has_key() and link.speaks(language)]
         if not links:
             raise TierError(f"tier {self.name!r} has no {role} provider for language {language!r}")
         return links

@@ -102,9 +102,7 @@ def build_tier_services(
         skipped = [x.provider for x in getattr(tier, role) if x not in links]
         if skipped:
             logger.info(f"{tier.name} {role}: left out {skipped} (no key or no voice)")
-        chain = _chain(
-            role, links, persona, settings, local_base_url=local_base_url, level=level
-        )
+        chain = _chain(role, links, persona, settings, local_base_url=local_base_url, level=level)
         providers[role] = [name for name, _ in chain]
         groups[role] = _assemble(role, chain, settings, on_switch)
     return TierServices(
