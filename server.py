@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from loguru import logger
 from sqlalchemy import text
 
-from api import routes_catalog, routes_learners, routes_sessions, routes_webrtc
+from api import routes_catalog, routes_learners, routes_sessions, routes_usage, routes_webrtc
 from api.deps import AppContext
 from api.errors import install_error_handlers
 from api.metrics import CONTENT_TYPE, Metrics
@@ -137,13 +137,14 @@ def create_app(
             {"name": "sessions", "description": "Tutoring sessions."},
             {"name": "webrtc", "description": "Browser signalling (session token)."},
             {"name": "catalog", "description": "Personas and tiers."},
+            {"name": "usage", "description": "Metered usage and its cost."},
             {"name": "ops", "description": "Health, readiness, metrics (no auth)."},
         ],
     )
     app.state.metrics = metrics
     app.state.ctx = None
     install_error_handlers(app)
-    for module in (routes_learners, routes_sessions, routes_webrtc, routes_catalog):
+    for module in (routes_learners, routes_sessions, routes_webrtc, routes_catalog, routes_usage):
         app.include_router(module.router, prefix=API_PREFIX)
     _add_ops_routes(app)
     # The browser room (static page; the last route, so the API and ops routes come first).

@@ -99,6 +99,7 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     from config.personas import load_persona
     from config.settings import get_settings
     from observers.turn_recorder import TurnRecord
+    from observers.usage_meter import usage_observer
     from pipelines.quota import SessionQuota
     from pipelines.session import build_session
     from pipelines.tiers import build_tier_services
@@ -142,6 +143,7 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
             settings=settings,
             idle_timeout_secs=spec.idle_timeout_s,
             on_turn=on_turn,
+            observers=[usage_observer(store, spec.session_id, services)],
         )
         session_box["session"] = session
         session_box["quota"] = SessionQuota(

@@ -1,11 +1,11 @@
-"""ORM models: API keys, learners, tutoring sessions, turns and usage events.
+"""ORM models: API keys, learners, tutoring sessions, turns, usage and session events.
 
 The schema is portable between SQLite and PostgreSQL (``String``, ``Integer``, ``Float``,
 ``Boolean``, ``JSON``, ``DateTime(timezone=True)``). Every timestamp is timezone-aware UTC in
 Python; SQLite stores it as naive UTC text and :class:`UTCDateTime` re-attaches the zone.
 
-The initial Alembic migration (``store/migrations/versions/0001_initial.py``) creates exactly
-these tables; a change here needs a new migration.
+The Alembic migrations (``store/migrations/versions/``: ``0001_initial.py``, then
+``0002_session_events.py``) create exactly these tables; a change here needs a new migration.
 """
 
 from __future__ import annotations
@@ -194,3 +194,21 @@ class UsageEvent(Base):
     metric: Mapped[str] = mapped_column(String(50))
     quantity: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SessionEvent(Base):
+    """Something that happened in a session worth keeping, e.g. a provider switch.
+
+    ``kind`` names it (``provider_switch``); ``data`` holds its details as JSON (for a switch:
+    ``role``, ``from``, ``to``, ``reason``). Never secrets.
+    """
+
+    __tablename__ = "session_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    kind: Mapped[str] = mapped_column(String(50))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -1,4 +1,4 @@
-"""The :class:`Store` facade: opening, sessions; keys/learners and turns come from mixins."""
+"""The :class:`Store` facade: opening, sessions; keys/learners, turns, events come from mixins."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from sqlalchemy import CursorResult, func, literal, select, update
 from store.accounts import AccountStore, non_empty
 from store.base import hash_secret, new_secret, secret_matches, session_info
 from store.db import create_engine, migrate_engine
+from store.events import EventStore
 from store.models import (
     LIVE_STATUSES,
     SESSION_STATUSES,
@@ -21,9 +22,10 @@ from store.models import (
 from store.quotas import QuotaStore
 from store.records import NotFoundError, SessionInfo
 from store.turns import TurnStore
+from store.usage import UsageStore
 
 
-class Store(AccountStore, TurnStore, QuotaStore):
+class Store(AccountStore, TurnStore, QuotaStore, EventStore, UsageStore):
     """Async persistence of voxtutor: open with :meth:`open`, close with :meth:`close`.
 
     Every method runs in its own short transaction and returns frozen records, never ORM
