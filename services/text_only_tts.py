@@ -7,11 +7,12 @@ sentence reaches the client as RTVI ``bot-output`` (the RTVI observer reports th
 that leave the output transport) and the assistant aggregator stores it in the context, as
 with any HTTP TTS (``push_text_frames=True``).
 
-Each sentence yields one *empty* audio frame (0 bytes). Pipecat 1.14 reports every audio
-context that completes without an audio frame as an error (``TTSService.
-_record_context_audio_outcome``, three in a row write the service off) and leaves a context
-that yielded no audio open until ``stop_frame_timeout_s``; an empty frame is no sound, and the
-context closes as soon as the sentence is done.
+Each sentence yields :data:`SILENCE_MS` of silence, nothing audible. Pipecat 1.14 needs some
+audio: its RTVI observer holds bot text back until the bot starts speaking
+(``RTVIObserver._handle_aggregated_llm_text``), and the output transport reports speaking
+only while audio plays, so text with no audio at all never reaches the client; it also
+reports every audio context that completes without audio as an error (three in a row write
+the service off) and keeps such a context open until ``stop_frame_timeout_s``.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from pipecat.frames.frames import Frame, TTSAudioRawFrame
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 
+SILENCE_MS = 40
+"""Milliseconds of silence per sentence (one chunk of Pipecat's output transport)."""
+
 
 class TextOnlyTTSService(TTSService):
-    """A TTS that speaks nothing and lets the text through (see the module docstring).
+    """A TTS that says nothing and lets the text through (see the module docstring).
 
     Attributes:
         produces_audio: Always False; failover groups skip their cut-sentence check for it.
@@ -45,11 +49,12 @@ class TextOnlyTTSService(TTSService):
         return False
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
-        """Record ``text`` and yield one empty audio frame for it.
+        """Record ``text`` and yield :data:`SILENCE_MS` of silence for it.
 
         Args:
             text: The sentence.
             context_id: The audio context Pipecat opened for it.
         """
         self.sentences.append(text)
-        yield TTSAudioRawFrame(b"", self.sample_rate, 1, context_id=context_id)
+        silence = bytes(2 * self.sample_rate * SILENCE_MS // 1000)
+        yield TTSAudioRawFrame(silence, self.sample_rate, 1, context_id=context_id)
