@@ -9,7 +9,7 @@ time with the file and field named, never mid-session.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -46,6 +46,59 @@ class Example(BaseModel):
     reply: str = Field(min_length=1)
 
 
+JSON_SCHEMA_TYPES = frozenset({"string", "number", "integer", "boolean", "array", "object"})
+"""JSON Schema ``type`` values a tool argument may declare (https://json-schema.org)."""
+
+
+class Tool(BaseModel):
+    """A function the LLM may call during a session (the realtime tier declares them).
+
+    Follows OpenAI's function tool shape,
+    https://platform.openai.com/docs/api-reference/realtime-client-events/session/update
+    (``{"type": "function", "name", "description", "parameters"}``).
+
+    Attributes:
+        name: Function name: letters, digits, ``_`` and ``-``, at most 64 characters.
+        description: What the function does and when the model should call it.
+        parameters: JSON Schema of the arguments: ``type: object`` with ``properties`` (each
+            one a schema with a ``type`` or an ``enum``) and ``required`` naming some of them.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str = Field(min_length=1)
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+
+    @field_validator("parameters")
+    @classmethod
+    def _object_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
+        if schema.get("type") != "object":
+            raise ValueError("parameters must be a JSON Schema with type: object")
+        properties = schema.get("properties", {})
+        if not isinstance(properties, dict):
+            raise ValueError("parameters.properties must map argument names to schemas")
+        for arg, spec in properties.items():
+            ok = isinstance(spec, dict) and (
+                spec.get("type") in JSON_SCHEMA_TYPES or "enum" in spec
+            )
+            if not ok:
+                raise ValueError(f"argument {arg!r} needs a JSON Schema type or an enum")
+        required = schema.get("required", [])
+        if not isinstance(required, list) or not set(required) <= set(properties):
+            raise ValueError("parameters.required must list some of parameters.properties")
+        return schema
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        """The argument schemas by name."""
+        return dict(self.parameters.get("properties", {}))
+
+    @property
+    def required(self) -> list[str]:
+        """The names of the arguments the model must give."""
+        return list(self.parameters.get("required", []))
+
+
 class Persona(BaseModel):
     """A tutor or examiner definition.
 
@@ -64,6 +117,7 @@ class Persona(BaseModel):
             espeak-ng voice for German and Czech (``de``, ``cs``, variants like ``de+m3``).
         acs_areas: For examiners, the ACS areas of operation to cover (FAA-S-ACS-6C).
         farewell: Goodbye spoken when the session is ended; a language default if unset.
+        tools: Functions the LLM may call (names unique), e.g. to record an exam result.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -80,6 +134,7 @@ class Persona(BaseModel):
     voice: str = Field(min_length=1)
     acs_areas: tuple[str, ...] = ()
     farewell: str | None = None
+    tools: tuple[Tool, ...] = ()
 
     @property
     def farewell_text(self) -> str:
@@ -114,6 +169,9 @@ class Persona(BaseModel):
             )
         if self.role == "examiner" and not self.acs_areas:
             raise ValueError("an examiner needs acs_areas (the ACS areas of operation to cover)")
+        names = [t.name for t in self.tools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tool names must be unique: {names}")
         return self
 
     def render_system_prompt(self, level: str | None = None) -> str:

@@ -19,6 +19,7 @@ from pipecat.frames.frames import (
     BotStoppedSpeakingFrame,
     MetricsFrame,
     UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
@@ -29,6 +30,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     AssistantTurnStoppedMessage,
     LLMAssistantAggregator,
     LLMUserAggregator,
+    UserTurnMessageAddedMessage,
     UserTurnStoppedMessage,
 )
 from pipecat.processors.frame_processor import FrameDirection
@@ -106,12 +108,28 @@ class TurnRecorderObserver(BaseObserver):
         self._latency_s: float | None = None
         self._cycle_ttfb: dict[str, int] = {}
         self._turn_ttfb: dict[str, int] | None = None
+        self._realtime = False
 
     # -- wiring ---------------------------------------------------------------------------
 
-    def attach(self, user: LLMUserAggregator, assistant: LLMAssistantAggregator) -> None:
-        """Subscribe to the aggregators' turn events."""
-        user.add_event_handler("on_user_turn_stopped", self._on_user_turn_stopped)
+    def attach(
+        self, user: LLMUserAggregator, assistant: LLMAssistantAggregator, *, realtime: bool = False
+    ) -> None:
+        """Subscribe to the aggregators' turn events.
+
+        Args:
+            user: The user aggregator.
+            assistant: The assistant aggregator.
+            realtime: The LLM is a speech-to-speech service that detects speech itself: there
+                are no VAD frames, so the learner's turn spans ``UserStarted/Stopped
+                SpeakingFrame``; and Pipecat writes the learner's words only when the reply
+                starts, so they are taken from ``on_user_turn_message_added``.
+        """
+        self._realtime = realtime
+        if realtime:
+            user.add_event_handler("on_user_turn_message_added", self._on_user_message_added)
+        else:
+            user.add_event_handler("on_user_turn_stopped", self._on_user_turn_stopped)
         assistant.add_event_handler("on_assistant_turn_stopped", self._on_assistant_turn_stopped)
 
     def attach_latency(self, latency: UserBotLatencyObserver) -> None:
@@ -150,6 +168,11 @@ class TurnRecorderObserver(BaseObserver):
                 self._learner_end = None
         elif isinstance(frame, UserStartedSpeakingFrame):
             self._learner_in_turn = True
+            if self._realtime and self._learner_start is None:
+                self._learner_start = now
+        elif isinstance(frame, UserStoppedSpeakingFrame):
+            if self._realtime and self._learner_end is None:
+                self._learner_end = now
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             self._learner_end = now - frame.stop_secs
         elif isinstance(frame, BotStartedSpeakingFrame):
@@ -168,7 +191,15 @@ class TurnRecorderObserver(BaseObserver):
     async def _on_user_turn_stopped(
         self, _aggregator: Any, _strategy: Any, message: UserTurnStoppedMessage
     ) -> None:
-        text = (message.content or "").strip()
+        await self._learner_turn(message.content)
+
+    async def _on_user_message_added(
+        self, _aggregator: Any, message: UserTurnMessageAddedMessage
+    ) -> None:
+        await self._learner_turn(message.content)
+
+    async def _learner_turn(self, content: str | None) -> None:
+        text = (content or "").strip()
         self._learner_in_turn = False
         if not text:
             self._learner_start = self._learner_end = None

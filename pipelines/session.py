@@ -16,7 +16,7 @@ from pipecat.frames.frames import TTSSpeakFrame
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
 from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker, ProcessorUnusablePolicy
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
     LLMAssistantAggregator,
@@ -27,6 +27,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
 from pipecat.processors.aggregators.llm_text_processor import LLMTextProcessor
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.base_transport import BaseTransport
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from config.personas import Persona
 from config.settings import Settings
@@ -80,6 +81,7 @@ def build_session(
     audio_out_sample_rate: int = 24000,
     idle_timeout_secs: float | None = 300,
     on_turn: Callable[[TurnRecord], Awaitable[None]] | None = None,
+    user_turn_strategies: UserTurnStrategies | None = None,
 ) -> Session:
     """Assemble one tutoring session.
 
@@ -101,6 +103,8 @@ def build_session(
         audio_out_sample_rate: Output rate in Hz; TTS audio is resampled to it.
         idle_timeout_secs: End the session after this many seconds without activity.
         on_turn: Awaited with each turn as soon as it completes (e.g. to store it).
+        user_turn_strategies: When a learner turn starts and ends; ``None`` → the persona's
+            (:func:`pipelines.turn_taking.turn_strategies`). Phone calls pass their own.
 
     Returns:
         The built :class:`Session`; run ``session.worker`` with a ``WorkerRunner``.
@@ -113,7 +117,7 @@ def build_session(
                 sample_rate=audio_in_sample_rate,
                 params=VADParams(stop_secs=settings.vad_stop_ms / 1000),
             ),
-            user_turn_strategies=turn_strategies(persona, settings),
+            user_turn_strategies=user_turn_strategies or turn_strategies(persona, settings),
         ),
     )
     processors: list[FrameProcessor] = [
@@ -127,20 +131,15 @@ def build_session(
         *recorders,
         assistant_aggregator,
     ]
-    recorder = TurnRecorderObserver(on_turn=on_turn)
-    recorder.attach(user_aggregator, assistant_aggregator)
-    latency = UserBotLatencyObserver()
-    recorder.attach_latency(latency)
-    worker = PipelineWorker(
-        Pipeline(processors),
-        params=PipelineParams(
-            audio_in_sample_rate=audio_in_sample_rate,
-            audio_out_sample_rate=audio_out_sample_rate,
-            enable_metrics=True,
-            enable_usage_metrics=True,
-        ),
-        observers=[recorder, latency, *observers],
+    worker, recorder = build_worker(
+        processors,
+        user_aggregator,
+        assistant_aggregator,
+        observers=observers,
+        audio_in_sample_rate=audio_in_sample_rate,
+        audio_out_sample_rate=audio_out_sample_rate,
         idle_timeout_secs=idle_timeout_secs,
+        on_turn=on_turn,
     )
     return Session(
         persona=persona,
@@ -151,3 +150,57 @@ def build_session(
         recorder=recorder,
         processors=processors,
     )
+
+
+def build_worker(
+    processors: Sequence[FrameProcessor],
+    user_aggregator: LLMUserAggregator,
+    assistant_aggregator: LLMAssistantAggregator,
+    *,
+    observers: Sequence[BaseObserver] = (),
+    audio_in_sample_rate: int = 16000,
+    audio_out_sample_rate: int = 24000,
+    idle_timeout_secs: float | None = 300,
+    on_turn: Callable[[TurnRecord], Awaitable[None]] | None = None,
+    realtime: bool = False,
+    processor_unusable_policy: ProcessorUnusablePolicy = ProcessorUnusablePolicy.CONTINUE,
+) -> tuple[PipelineWorker, TurnRecorderObserver]:
+    """Wrap ``processors`` in a worker with metrics, the turn recorder and latency observer.
+
+    Shared by the cascaded session (:func:`build_session`) and the speech-to-speech one
+    (``pipelines.realtime``).
+
+    Args:
+        processors: The pipeline, in order.
+        user_aggregator: The user half of the context aggregator pair.
+        assistant_aggregator: The assistant half.
+        observers: Extra observers.
+        audio_in_sample_rate: Input rate in Hz.
+        audio_out_sample_rate: Output rate in Hz.
+        idle_timeout_secs: End the session after this many seconds without activity.
+        on_turn: Awaited with each turn as soon as it completes.
+        realtime: The LLM is a speech-to-speech service (see
+            :meth:`TurnRecorderObserver.attach`).
+        processor_unusable_policy: What the worker does when a processor reports a permanent
+            error (``END`` where no failover can replace it).
+
+    Returns:
+        The worker and its turn recorder.
+    """
+    recorder = TurnRecorderObserver(on_turn=on_turn)
+    recorder.attach(user_aggregator, assistant_aggregator, realtime=realtime)
+    latency = UserBotLatencyObserver()
+    recorder.attach_latency(latency)
+    worker = PipelineWorker(
+        Pipeline(list(processors)),
+        params=PipelineParams(
+            audio_in_sample_rate=audio_in_sample_rate,
+            audio_out_sample_rate=audio_out_sample_rate,
+            enable_metrics=True,
+            enable_usage_metrics=True,
+        ),
+        observers=[recorder, latency, *observers],
+        idle_timeout_secs=idle_timeout_secs,
+        processor_unusable_policy=processor_unusable_policy,
+    )
+    return worker, recorder

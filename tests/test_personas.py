@@ -278,3 +278,67 @@ def test_unknown_persona_id_lists_the_known_ones():
 def test_unknown_persona_in_an_empty_directory_says_there_are_none(tmp_path):
     with pytest.raises(PersonaError, match="known personas: none"):
         load_persona("german-tutor", directory=tmp_path)
+
+
+# -- tools ----------------------------------------------------------------------------------
+
+
+def test_shipped_personas_declare_their_recording_tools():
+    examiner, tutors = load_persona("aviation-examiner"), [load_persona(p) for p in TUTORS]
+
+    [acs] = examiner.tools
+    assert acs.name == "record_acs_result"
+    assert acs.required == ["area", "task", "result"]
+    assert acs.properties["result"]["enum"] == ["satisfactory", "unsatisfactory"]
+    for tutor in tutors:
+        assert [(t.name, t.required) for t in tutor.tools] == [
+            ("note_mistake", ["original", "corrected", "rule"])
+        ]
+
+
+def test_a_persona_without_tools_has_none(tmp_path):
+    write_persona(tmp_path, tutor_data(tools=None))
+
+    assert load_persona("german-tutor", directory=tmp_path).tools == ()
+
+
+def tool(**changes: object) -> dict:
+    data = {
+        "name": "note_mistake",
+        "description": "Note a mistake.",
+        "parameters": {
+            "type": "object",
+            "properties": {"original": {"type": "string"}, "level": {"enum": ["A1", "A2"]}},
+            "required": ["original"],
+        },
+    }
+    data.update(changes)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (tool(name="note mistake"), "tools.0.name"),
+        (tool(parameters={"type": "string"}), "parameters must be a JSON Schema with type: object"),
+        (
+            tool(parameters={"type": "object", "properties": {"x": {"description": "?"}}}),
+            "argument 'x' needs a JSON Schema type or an enum",
+        ),
+        (
+            tool(parameters={"type": "object", "properties": {}, "required": ["x"]}),
+            "parameters.required must list some of parameters.properties",
+        ),
+    ],
+)
+def test_invalid_tool_is_refused_naming_the_field(tmp_path, bad, message):
+    error = persona_error(tmp_path, tutor_data(tools=[bad]))
+
+    assert message in error
+    assert "tools.0" in error
+
+
+def test_two_tools_with_one_name_are_refused(tmp_path):
+    error = persona_error(tmp_path, tutor_data(tools=[tool(), tool(description="Again.")]))
+
+    assert "tool names must be unique" in error

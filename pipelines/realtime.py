@@ -1,0 +1,211 @@
+"""The speech-to-speech session: persona + the ``realtime`` tier + transport → one pipeline.
+
+``input → user aggregator → OpenAI Realtime → output → [recorders] → assistant aggregator``.
+One model hears the learner and speaks the reply (no STT or TTS of ours). Turn taking is
+OpenAI's server VAD: the service turns ``input_audio_buffer.speech_started/stopped`` into
+proposed turn frames, which Pipecat's external turn strategies on the user aggregator
+resolve into learner turns and barge-ins (the ``realtime-openai`` example's pattern, with
+``realtime_service_mode``: the learner's words reach the context from the service's input
+transcription when the reply starts). The session is the same :class:`~pipelines.session.
+Session` as the cascaded one; a dead provider connection ends it (``services.openai_realtime``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipecat.frames.frames import LLMMessagesAppendFrame
+from pipecat.observers.base_observer import BaseObserver
+from pipecat.pipeline.worker import ProcessorUnusablePolicy
+from pipecat.processors.aggregators.llm_context import LLMContext, LLMContextMessage
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.services.openai.realtime import events
+from pipecat.transports.base_transport import BaseTransport
+from pipecat.turns.user_start import ExternalUserTurnStartStrategy
+from pipecat.turns.user_stop import ExternalUserTurnStopStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+from config.personas import Persona
+from config.settings import Settings
+from config.tiers import TierError, get_tier
+from observers.turn_recorder import TurnRecord
+from pipelines.providers import _key
+from pipelines.session import Session, build_worker
+from pipelines.tools import OnToolCall, ToolCall, register_tools, tools_schema
+from services.openai_realtime import DEFAULT_READY_TIMEOUT_S, RealtimeLLMService
+
+REALTIME_SAMPLE_RATE = 24000
+"""Hz; the Realtime API's PCM format both ways (other input rates are resampled by Pipecat)."""
+
+
+@dataclass
+class RealtimeSession(Session):
+    """A speech-to-speech session (the fields of :class:`Session`, plus these).
+
+    Attributes:
+        llm: The realtime service.
+        tool_calls: Every call of a persona tool, in order.
+    """
+
+    llm: RealtimeLLMService | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+    async def greet(self) -> None:
+        """Ask the model to open with the persona's greeting; it is spoken and recorded."""
+        await self.say(self.persona.greeting)
+
+    async def say(self, text: str) -> None:
+        """Ask the model to say ``text`` now (there is no TTS to hand a ``TTSSpeakFrame`` to).
+
+        It is spoken in the model's voice and recorded as a bot turn. To end the session
+        after it (a farewell), wait for the bot to stop speaking before queueing ``EndFrame``.
+        """
+        assert self.llm is not None
+        message: LLMContextMessage = {"role": "developer", "content": say_request(text)}
+        # Into the service, not the pipeline's start: the user aggregator would keep the
+        # append; past the service it reaches the assistant aggregator, which asks for the
+        # response once the bot is not speaking (Pipecat's realtime append path).
+        await self.llm.queue_frame(LLMMessagesAppendFrame([message], run_llm=True))
+
+
+def realtime_instructions(persona: Persona, level: str | None = None) -> str:
+    """The session instructions: the rendered system prompt, then the few-shot examples.
+
+    The cascaded LLM gets the examples as earlier turns; a realtime session would receive
+    them packed into one "previously saved conversation" message (Pipecat's adapter), which
+    reads as something already said, so they go into the instructions instead.
+    """
+    prompt = persona.render_system_prompt(level)
+    if not persona.examples:
+        return prompt
+    shown = "\n\n".join(f"Learner: {ex.learner}\nYou: {ex.reply}" for ex in persona.examples)
+    return f"{prompt}\n\nExamples of good replies (not part of this conversation):\n\n{shown}"
+
+
+def say_request(text: str) -> str:
+    """The developer message that makes the model say ``text`` (the greeting, a farewell)."""
+    return f'Say exactly "{text}" now, then wait for the learner.'
+
+
+def build_realtime_session(
+    persona: Persona,
+    *,
+    transport: BaseTransport,
+    settings: Settings,
+    tier: str = "realtime",
+    level: str | None = None,
+    recorders: Sequence[FrameProcessor] = (),
+    observers: Sequence[BaseObserver] = (),
+    audio_in_sample_rate: int = REALTIME_SAMPLE_RATE,
+    audio_out_sample_rate: int = REALTIME_SAMPLE_RATE,
+    idle_timeout_secs: float | None = 300,
+    on_turn: Callable[[TurnRecord], Awaitable[None]] | None = None,
+    on_tool_call: OnToolCall | None = None,
+    ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
+) -> RealtimeSession:
+    """Assemble one speech-to-speech session on the tier's realtime link.
+
+    Args:
+        persona: The tutor or examiner: instructions, tools, language (voice, transcription).
+        transport: Where audio comes from and goes to.
+        settings: ``openai_realtime_url`` (``None``: Pipecat's ``wss://api.openai.com/v1/
+            realtime``) and ``speech_timeout_ms`` (the server VAD's ``silence_duration_ms``).
+        tier: A ``kind: speech_to_speech`` tier of ``config/tiers.yaml``.
+        level: The learner's CEFR level; the persona default when ``None``.
+        recorders: Processors placed right after ``transport.output()``.
+        observers: Extra observers added to the worker.
+        audio_in_sample_rate: Input rate in Hz.
+        audio_out_sample_rate: Output rate in Hz.
+        idle_timeout_secs: End the session after this many seconds without activity.
+        on_turn: Awaited with each turn as soon as it completes.
+        on_tool_call: Awaited with each persona tool call (e.g. to store it).
+        ready_timeout_s: Seconds the provider may take to accept the session configuration.
+
+    Returns:
+        The built session; run ``session.worker`` with a ``WorkerRunner``, then ``greet()``.
+
+    Raises:
+        TierError: unknown tier, not speech-to-speech, no voice for the persona's language,
+            or ``OPENAI_API_KEY`` unset.
+    """
+    tier_config = get_tier(tier)
+    link = tier_config.realtime
+    if link is None:
+        raise TierError(f"tier {tier!r} is a pipeline tier; use pipelines.session")
+    if link.provider != "openai" or not link.speaks(persona.language):
+        raise TierError(f"tier {tier!r} cannot speak {persona.language!r} with {link.provider}")
+    session_properties = events.SessionProperties(
+        audio=events.AudioConfiguration(
+            input=events.AudioInput(
+                transcription=events.InputAudioTranscription(language=persona.language),
+                turn_detection=events.TurnDetection(silence_duration_ms=settings.speech_timeout_ms),
+            ),
+            output=events.AudioOutput(voice=link.voices.get(persona.language)),
+        ),
+        tools=tools_schema(persona),
+    )
+    endpoint: dict[str, Any] = {}
+    if settings.openai_realtime_url:
+        endpoint["base_url"] = settings.openai_realtime_url
+    llm = RealtimeLLMService(
+        api_key=_key(link),
+        settings=RealtimeLLMService.Settings(
+            model=link.model,
+            system_instruction=realtime_instructions(persona, level),
+            session_properties=session_properties,
+        ),
+        ready_timeout_s=ready_timeout_s,
+        **endpoint,
+    )
+    tool_calls = register_tools(llm, persona, on_tool_call)
+    context = LLMContext()
+    # Pipecat's ExternalUserTurnStrategies as realtime mode adjusts them (no waiting for the
+    # transcript), given up front so the default smart-turn model is never loaded.
+    strategies = UserTurnStrategies(
+        start=[ExternalUserTurnStartStrategy()],
+        stop=[ExternalUserTurnStopStrategy(wait_for_transcript=False)],
+    )
+    pair = LLMContextAggregatorPair(
+        context,
+        user_params=LLMUserAggregatorParams(user_turn_strategies=strategies),
+        realtime_service_mode=True,
+    )
+    user_aggregator, assistant_aggregator = pair.user(), pair.assistant()
+    processors: list[FrameProcessor] = [
+        transport.input(),
+        user_aggregator,
+        llm,
+        transport.output(),
+        *recorders,
+        assistant_aggregator,
+    ]
+    worker, recorder = build_worker(
+        processors,
+        user_aggregator,
+        assistant_aggregator,
+        observers=observers,
+        audio_in_sample_rate=audio_in_sample_rate,
+        audio_out_sample_rate=audio_out_sample_rate,
+        idle_timeout_secs=idle_timeout_secs,
+        on_turn=on_turn,
+        realtime=True,
+        # No failover for a speech-to-speech model: a dead connection ends the session.
+        processor_unusable_policy=ProcessorUnusablePolicy.END,
+    )
+    return RealtimeSession(
+        persona=persona,
+        worker=worker,
+        context=context,
+        user_aggregator=user_aggregator,
+        assistant_aggregator=assistant_aggregator,
+        recorder=recorder,
+        processors=processors,
+        llm=llm,
+        tool_calls=tool_calls,
+    )
