@@ -28,6 +28,7 @@ from api.deps import AppContext
 from api.errors import install_error_handlers
 from api.metrics import CONTENT_TYPE, Metrics
 from api.middleware import BodySizeLimitMiddleware, CatchAllMiddleware
+from api.routes_phone import router as phone_router
 from api.runtime import Runtime, RuntimeFactory, Supervisor, default_runtime
 from api.schemas import Health, Readiness
 from config.settings import Settings, get_settings
@@ -146,6 +147,7 @@ def create_app(
     install_error_handlers(app)
     for module in (routes_learners, routes_sessions, routes_webrtc, routes_catalog, routes_usage):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(phone_router, prefix=API_PREFIX)
     _add_ops_routes(app)
     # The browser room (static page; the last route, so the API and ops routes come first).
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")

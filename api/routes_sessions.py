@@ -6,7 +6,6 @@ returns once it is ready for the browser's SDP offer; the supervisor keeps the s
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Annotated
 
@@ -17,6 +16,7 @@ from api.deps import ApiKey, AppContext, Ctx, is_uuid
 from api.errors import ApiError, error_responses
 from api.quotas import check_quotas
 from api.routes_catalog import check_tier, find_persona
+from api.runtime import Supervisor
 from api.schemas import (
     Connect,
     Latency,
@@ -29,13 +29,20 @@ from api.schemas import (
     SessionStatus,
     Turn,
 )
+from config.personas import Persona
 from config.tiers import get_tier
 from sessions.protocol import CapacityError, SessionNotRunningError, SessionSpec
 from store import ApiKeyInfo, SessionInfo
+from transports.daily import (
+    DAILY_KEY_ENV,
+    DailyError,
+    DailyRoom,
+    create_session_room,
+    daily_api_key,
+    release_session_room,
+)
 
 router = APIRouter(tags=["sessions"], responses=error_responses(500))
-
-DAILY_KEY_ENV = "DAILY_API_KEY"
 
 
 def _capacity(e: CapacityError) -> ApiError:
@@ -68,22 +75,23 @@ async def owned_session(ctx: AppContext, key: ApiKeyInfo, session_id: str) -> Se
 async def create_session(
     body: SessionCreate, key: ApiKey, ctx: Ctx, request: Request, response: Response
 ) -> SessionCreated:
-    """Start a session; the response's ``connect`` tells the browser where to send its offer.
+    """Start a session; the response's ``connect`` tells the client how to connect.
+
+    ``webrtc``: where to POST the SDP offer, with the session's browser token. ``daily``: the
+    session's private Daily room and the learner's meeting token (the room is created here and
+    deleted when the session ends).
 
     Unknown persona or tier → 422; unknown learner → 404; a monthly quota of the tier used
     up → 402 ``quota_exceeded`` (``quota``, ``limit``, ``used``, ``upgrade_url``); all slots
-    busy → 429 with ``Retry-After``; Daily without ``DAILY_API_KEY``, no session runtime, or
-    a process that failed to start → 503.
+    busy → 429 with ``Retry-After``; Daily without ``DAILY_API_KEY`` or Daily failing
+    (``transport_unavailable``), no session runtime, or a process that failed to start → 503.
     """
     persona = find_persona(body.persona)
     check_tier(body.tier)
-    if body.transport == "daily":
-        why = (
-            f"the daily transport needs {DAILY_KEY_ENV} to be set"
-            if not os.environ.get(DAILY_KEY_ENV)
-            else "the daily transport is not supported by this build yet; use webrtc"
+    if body.transport == "daily" and daily_api_key() is None:
+        raise ApiError(
+            503, "transport_unavailable", f"the daily transport needs {DAILY_KEY_ENV} to be set"
         )
-        raise ApiError(503, "transport_unavailable", why)
     learner = (
         await ctx.store.get_learner(body.learner_id, key.id) if is_uuid(body.learner_id) else None
     )
@@ -102,6 +110,7 @@ async def create_session(
         learner.id, key.id, persona.id, body.tier, body.transport
     )
     log = logger.bind(session_id=info.id)
+    room = await _daily_room(ctx, info.id, persona) if body.transport == "daily" else None
     spec = SessionSpec(
         session_id=info.id,
         persona=persona.id,
@@ -114,36 +123,80 @@ async def create_session(
         idle_timeout_s=ctx.settings.session_idle_timeout_s,
         exchange_limit=grant.exchanges,
         tts_chars_left=grant.tts_characters,
+        daily_room_url=room.url if room else None,
+        daily_token=room.bot_token if room else None,
     )
     started = time.monotonic()
     try:
-        await supervisor.spawn(spec)
-    except CapacityError as e:
-        await ctx.store.set_session_status(info.id, "failed", "rejected: all slots busy")
-        ctx.metrics.error("capacity")
-        log.warning("session rejected: {}", e)
-        raise _capacity(e) from None
-    except RuntimeError as e:
-        await ctx.store.set_session_status(info.id, "failed", f"failed to start: {e}")
-        ctx.metrics.error("spawn_failed")
-        log.error("session process failed to start: {}", e)
-        raise ApiError(
-            503, "session_start_failed", f"the session process failed to start (session {info.id})"
-        ) from None
+        await _spawn(ctx, supervisor, spec)
     except Exception:
-        await ctx.store.set_session_status(info.id, "failed", "failed to start: internal error")
-        ctx.metrics.error("spawn_failed")
+        # spawn() raising means no session process owns the room: delete it now.
+        await release_session_room(spec, api_url=ctx.settings.daily_api_url)
         raise
     ctx.metrics.observe_spawn(time.monotonic() - started)
     current = await ctx.store.get_session(info.id)
     status = current.status if current is not None else info.status
     log.info("session started: persona={} tier={} status={}", persona.id, body.tier, status)
     response.headers["Location"] = f"/api/v1/sessions/{info.id}"
+    connect = (
+        Connect(room_url=room.url, token=room.client_token)
+        if room is not None
+        else Connect(offer_url=_offer_url(request, info.id), token=token)
+    )
     return SessionCreated(
         session_id=info.id,
         status=status,  # type: ignore[arg-type]  # a SESSION_STATUSES value
-        connect=Connect(offer_url=_offer_url(request, info.id), token=token),
+        connect=connect,
     )
+
+
+async def _daily_room(ctx: AppContext, session_id: str, persona: Persona) -> DailyRoom:
+    """Create the session's Daily room and tokens.
+
+    Raises:
+        ApiError: 503 ``transport_unavailable`` when Daily fails (the session is ``failed``).
+    """
+    try:
+        return await create_session_room(
+            session_id,
+            api_url=ctx.settings.daily_api_url,
+            api_key=daily_api_key() or "",
+            bot_name=persona.name,
+        )
+    except DailyError as e:
+        await ctx.store.set_session_status(session_id, "failed", f"failed to start: {e}")
+        ctx.metrics.error("daily")
+        logger.bind(session_id=session_id).error("Daily room not created: {}", e)
+        raise ApiError(
+            503, "transport_unavailable", f"Daily is unavailable: {e} (session {session_id})"
+        ) from None
+
+
+async def _spawn(ctx: AppContext, supervisor: Supervisor, spec: SessionSpec) -> None:
+    """Start the session's process, mapping failures to API errors.
+
+    Raises:
+        ApiError: 429 ``at_capacity`` or 503 ``session_start_failed`` (session ``failed``).
+    """
+    sid, log = spec.session_id, logger.bind(session_id=spec.session_id)
+    try:
+        await supervisor.spawn(spec)
+    except CapacityError as e:
+        await ctx.store.set_session_status(sid, "failed", "rejected: all slots busy")
+        ctx.metrics.error("capacity")
+        log.warning("session rejected: {}", e)
+        raise _capacity(e) from None
+    except RuntimeError as e:
+        await ctx.store.set_session_status(sid, "failed", f"failed to start: {e}")
+        ctx.metrics.error("spawn_failed")
+        log.error("session process failed to start: {}", e)
+        raise ApiError(
+            503, "session_start_failed", f"the session process failed to start (session {sid})"
+        ) from None
+    except Exception:
+        await ctx.store.set_session_status(sid, "failed", "failed to start: internal error")
+        ctx.metrics.error("spawn_failed")
+        raise
 
 
 @router.get(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from loguru import logger
@@ -105,7 +106,8 @@ async def default_runtime(
     Starts the llama.cpp server (shared by every session) unless ``settings.llm_base_url``
     points at one, marks sessions a previous server left live as failed (this process is
     the only one serving the store: run one worker), and runs sessions in their own
-    processes with a warm spare. Stops the LLM server on exit; the app shuts the supervisor.
+    processes with a warm spare; a ``daily`` session's room is deleted once its process has
+    exited. Stops the LLM server on exit; the app shuts the supervisor.
 
     Args:
         settings: Process settings.
@@ -118,6 +120,7 @@ async def default_runtime(
     """
     from pipelines.local import local_llm
     from sessions.supervisor import SessionSupervisor
+    from transports.daily import release_session_room
 
     stale = await store.fail_live_sessions("server restarted")
     if stale:
@@ -129,6 +132,7 @@ async def default_runtime(
             log_dir=settings.home / "logs" / "sessions",
             keep_spare=True,
             on_turn=lambda _sid, turn: metrics.observe_turn(turn),
+            on_ended=partial(release_session_room, api_url=settings.daily_api_url),
         )
         supervisor.start_spare()
         yield Runtime(supervisor=supervisor, llm_base_url=base_url)

@@ -95,10 +95,22 @@ class SessionCreate(_Request):
 
 
 class Connect(BaseModel):
-    """How the browser connects: POST its SDP offer to ``offer_url`` with ``token``."""
+    """How the client connects; the fields set depend on the session's transport.
 
-    offer_url: str
-    token: str = Field(description="Per-session browser token; shown only here.")
+    ``webrtc``: POST the SDP offer to ``offer_url`` with ``token``. ``daily``: join the Daily
+    room ``room_url`` with the meeting ``token`` (e.g. ``callObject.join({url, token})``).
+    """
+
+    offer_url: str | None = Field(
+        default=None, description="`webrtc`: where to POST the SDP offer; `null` for `daily`."
+    )
+    room_url: str | None = Field(
+        default=None, description="`daily`: the session's private Daily room; `null` for `webrtc`."
+    )
+    token: str = Field(
+        description="`webrtc`: the per-session browser token for `offer_url`. `daily`: the "
+        "learner's meeting token for `room_url` (expires with the room). Shown only here."
+    )
 
 
 class SessionCreated(BaseModel):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LocalLLM = Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"]
@@ -19,6 +19,21 @@ LocalLLM = Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"]
 
 def _default_home() -> Path:
     return Path(platformdirs.user_cache_dir("voxtutor"))
+
+
+class PhoneLine(BaseModel):
+    """Defaults for calls to one dialled number (``VOXTUTOR_PHONE_LINES``).
+
+    Attributes:
+        persona: Persona of every caller to this number; ``None`` → a known learner gets the
+            persona of their target language from ``phone_menu``, an unknown caller the menu.
+        tier: Tier the calls run on; ``None`` → ``phone_default_tier``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    persona: str | None = None
+    tier: str | None = None
 
 
 class Settings(BaseSettings):
@@ -62,6 +77,24 @@ class Settings(BaseSettings):
         cartesia_url: Cartesia TTS websocket; ``None`` = ``wss://api.cartesia.ai/tts/websocket``.
         daily_api_url: Daily REST API base (rooms, meeting tokens, dial-in).
         upgrade_url: Where a learner over a tier quota is sent (``upgrade_url`` in 402 bodies).
+        phone_public_url: Public base URL the carriers reach this server at (e.g.
+            ``https://tutor.example.com``): Twilio signs the webhook URL it called, and the
+            media-stream URL handed to the carrier is built from it. ``None`` → the request's
+            own URL (fine on loopback, wrong behind a proxy).
+        twilio_auth_token: Checks ``X-Twilio-Signature`` on Twilio webhooks (``TWILIO_AUTH_TOKEN``);
+            unset → Twilio calls are refused. Also hangs up calls over REST with the SID.
+        twilio_account_sid: Account SID for the REST hang-up (``TWILIO_ACCOUNT_SID``).
+        twilio_api_base_url: Twilio REST base for the hang-up; ``None`` = ``https://api.twilio.com``.
+        telnyx_public_key: Base64 Ed25519 public key checking Telnyx webhook signatures
+            (``TELNYX_PUBLIC_KEY``, Mission Control → Keys & Credentials); unset → Telnyx calls
+            are refused.
+        telnyx_api_key: Hangs up Telnyx calls over REST when the session ends
+            (``TELNYX_API_KEY``); unset → the call ends when the media stream closes.
+        phone_lines: Per dialled number (E.164, e.g. ``+4930123456``): default persona and tier.
+        phone_default_tier: Tier of calls to numbers without a ``phone_lines`` entry.
+        phone_menu: Personas offered by the keypad menu, in digit order (1, 2, 3, …).
+        phone_stream_ttl_s: Seconds a call's media-stream URL stays valid after the webhook;
+            a call whose stream has not connected by then is ended.
     """
 
     model_config = SettingsConfigDict(env_prefix="VOXTUTOR_", env_file=".env", extra="ignore")
@@ -97,6 +130,31 @@ class Settings(BaseSettings):
     cartesia_url: str | None = None
     daily_api_url: str = "https://api.daily.co/v1"
     upgrade_url: str = "/pricing"
+    phone_public_url: str | None = None
+    twilio_auth_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TWILIO_AUTH_TOKEN", "VOXTUTOR_TWILIO_AUTH_TOKEN"),
+    )
+    twilio_account_sid: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TWILIO_ACCOUNT_SID", "VOXTUTOR_TWILIO_ACCOUNT_SID"),
+    )
+    twilio_api_base_url: str | None = None
+    telnyx_public_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TELNYX_PUBLIC_KEY", "VOXTUTOR_TELNYX_PUBLIC_KEY"),
+    )
+    telnyx_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("TELNYX_API_KEY", "VOXTUTOR_TELNYX_API_KEY")
+    )
+    phone_lines: dict[str, PhoneLine] = Field(default_factory=dict)
+    phone_default_tier: str = "local"
+    phone_menu: list[str] = Field(
+        default_factory=lambda: ["german-tutor", "czech-tutor", "aviation-examiner"],
+        min_length=1,
+        max_length=9,
+    )
+    phone_stream_ttl_s: float = Field(default=30.0, gt=0)
 
     @property
     def store_url(self) -> str:

@@ -10,6 +10,7 @@ Server → process, one JSON object per line on stdin::
 Process → server, one JSON object per line on stdout::
 
     {"event": "ready"}                                  pipeline built, waiting for a peer
+    {"event": "ready", "phone_url": "ws://127.0.0.1:…"}  phone call: where to relay its stream
     {"event": "reply", "id": 1, "ok": true, "data": {...}}   answer to a request (SDP answer)
     {"event": "reply", "id": 2, "ok": false, "error": "message"}
     {"event": "turn", "turn": {...}}                    a turn completed (already stored)
@@ -24,7 +25,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-Transport = Literal["webrtc", "daily"]
+Transport = Literal["webrtc", "daily", "twilio", "telnyx"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ class SessionSpec:
         session_id: The store's session id.
         persona: Persona id.
         tier: Tier name (``local``).
-        transport: ``webrtc`` (SmallWebRTC, offer/answer through the server) or ``daily``.
+        transport: ``webrtc`` (SmallWebRTC, offer/answer through the server), ``daily``, or a
+            phone call's carrier, ``twilio`` or ``telnyx`` (media stream relayed by the server).
         cefr_level: The learner's CEFR level, or ``None`` for the persona default.
         learner_name: For the greeting and the prompt, or ``None``.
         database_url: Store URL; the process writes turns there.
@@ -44,6 +46,8 @@ class SessionSpec:
         exchange_limit: Learner turns the session answers before ending politely (tier
             quota), or ``None`` for no limit.
         tts_chars_left: Characters TTS may still speak this month (tier quota), or ``None``.
+        daily_room_url: ``daily`` sessions: the session's Daily room, which the bot joins.
+        daily_token: ``daily`` sessions: the bot's meeting token for that room (owner).
     """
 
     session_id: str
@@ -57,6 +61,8 @@ class SessionSpec:
     idle_timeout_s: float = 300.0
     exchange_limit: int | None = None
     tts_chars_left: int | None = None
+    daily_room_url: str | None = None
+    daily_token: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the spec as a JSON-ready dict (passed to the process as an argument)."""

@@ -15,7 +15,7 @@ import itertools
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ class _Child:
     ready: asyncio.Future[None]
     pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     ended: bool = False
+    ready_info: dict[str, Any] = field(default_factory=dict)
     reader: asyncio.Task[None] | None = None
     watcher: asyncio.Task[None] | None = None
 
@@ -70,6 +71,10 @@ class SessionSupervisor:
         on_turn: Called with (session id, turn dict) for each turn a session completes (the
             session process has already stored it), e.g. to feed latency metrics.
         on_ready: Called with the spawn-to-ready time in seconds of each session started.
+        on_ended: Awaited with the spec of each session that started (became ready) once its
+            process has exited, however it ended (goodbye, idle, crash, kill, shutdown), e.g.
+            to delete the session's Daily room. A :meth:`spawn` that raises calls nothing: the
+            caller cleans up. Errors are logged, never raised.
     """
 
     def __init__(
@@ -82,9 +87,11 @@ class SessionSupervisor:
         keep_spare: bool = False,
         on_turn: Callable[[str, dict[str, Any]], None] | None = None,
         on_ready: Callable[[float], None] | None = None,
+        on_ended: Callable[[SessionSpec], Awaitable[object]] | None = None,
     ):
         self.on_turn = on_turn
         self.on_ready = on_ready
+        self.on_ended = on_ended
         self.store = store
         self.keep_spare = keep_spare
         self._spare: _Spare | None = None
@@ -106,6 +113,15 @@ class SessionSupervisor:
     def is_running(self, session_id: str) -> bool:
         """Whether ``session_id`` has a live process."""
         return session_id in self._children
+
+    def ready_info(self, session_id: str) -> dict[str, Any]:
+        """What the session's process reported with ``ready`` besides the event name.
+
+        A phone call's process reports ``phone_url``, the loopback websocket its media
+        stream is relayed to; ``{}`` for other sessions and sessions not running.
+        """
+        child = self._children.get(session_id)
+        return dict(child.ready_info) if child else {}
 
     def pid(self, session_id: str) -> int | None:
         """PID of the session's process, or ``None``."""
@@ -212,6 +228,7 @@ class SessionSupervisor:
                 continue
             event = msg.get("event")
             if event == "ready" and not child.ready.done():
+                child.ready_info = {k: v for k, v in msg.items() if k != "event"}
                 child.ready.set_result(None)
             elif event == "reply":
                 fut = child.pending.pop(msg.get("id", -1), None)
@@ -242,6 +259,12 @@ class SessionSupervisor:
             logger.error(f"session {sid}: {reason}")
             with contextlib.suppress(Exception):
                 await self.store.set_session_status(sid, "failed", reason)
+        started = child.ready.done() and child.ready.exception() is None
+        if started and self.on_ended is not None:
+            try:
+                await self.on_ended(child.spec)
+            except Exception as e:  # cleanup must never break the supervisor
+                logger.warning(f"session {sid}: on_ended callback failed: {e}")
 
     async def _request(self, session_id: str, message: dict[str, Any]) -> dict[str, Any]:
         child = self._children.get(session_id)

@@ -6,8 +6,10 @@ model loading.
 
 Loads the persona's services (models load here, once per session), reports ``ready``, then
 waits for the browser's SDP offer relayed by the server. The offer creates the SmallWebRTC
-connection and the pipeline starts; each turn is written to the store when it completes, so
-a crash loses nothing already said. An ``end`` request makes the bot say goodbye first.
+connection and the pipeline starts (a ``daily`` session's bot instead joins its Daily room with
+the meeting token in the spec: :func:`transports.daily.daily_bot_transport`); each turn is
+written to the store when it completes, so a crash loses nothing already said. An ``end``
+request makes the bot say goodbye first.
 See :mod:`sessions.protocol` for the messages.
 """
 
@@ -16,11 +18,17 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from sessions.protocol import SessionSpec
+
+if TYPE_CHECKING:
+    from config.personas import Persona
+    from config.settings import Settings
+    from transports.phone import PhoneEndpoint
 
 
 class _Channel:
@@ -66,12 +74,14 @@ async def run_spare() -> int:
     channel = _Channel()
     preload(get_settings())
     # Import what run() imports, so the session pays for none of it.
+    import pipecat.transports.daily.transport  # noqa: F401  # daily-python, ~0.5 s
     import pipecat.transports.smallwebrtc.request_handler  # noqa: F401
     import pipecat.transports.smallwebrtc.transport  # noqa: F401
     import pipecat.workers.runner  # noqa: F401
 
     import pipelines.session  # noqa: F401
     import store  # noqa: F401
+    import transports.phone  # noqa: F401
 
     channel.send({"event": "spare"})
     request = await channel.next()
@@ -85,7 +95,7 @@ async def run_spare() -> int:
 async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     """Run one session to its end; return the process exit status (0 on a normal end)."""
     from pipecat.frames.frames import EndFrame, TTSSpeakFrame
-    from pipecat.transports.base_transport import TransportParams
+    from pipecat.transports.base_transport import BaseTransport, TransportParams
     from pipecat.transports.smallwebrtc.request_handler import (
         ConnectionMode,
         IceCandidate,
@@ -129,10 +139,15 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     async def on_quota_limit(name: str) -> None:
         session_box["end_reason"] = f"quota reached: {name}"
 
-    async def on_connection(connection: Any) -> None:
-        transport = SmallWebRTCTransport(
-            webrtc_connection=connection,
-            params=TransportParams(audio_in_enabled=True, audio_out_enabled=True),
+    async def on_connection(connection: Any, **phone: Any) -> None:
+        # A SmallWebRTC connection, or a phone call's ready transport (transports.phone).
+        transport = (
+            connection
+            if isinstance(connection, BaseTransport)
+            else SmallWebRTCTransport(
+                webrtc_connection=connection,
+                params=TransportParams(audio_in_enabled=True, audio_out_enabled=True),
+            )
         )
         session = build_session(
             persona,
@@ -144,6 +159,7 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
             idle_timeout_secs=spec.idle_timeout_s,
             on_turn=on_turn,
             observers=[usage_observer(store, spec.session_id, services)],
+            **phone,
         )
         session_box["session"] = session
         session_box["quota"] = SessionQuota(
@@ -213,7 +229,12 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
 
     requests_task = asyncio.create_task(serve_requests())
     tasks.add(requests_task)
-    channel.send({"event": "ready"})
+    phone = await _phone_endpoint(spec, settings, persona, on_connection)
+    if spec.transport == "daily":
+        from transports.daily import daily_bot_transport
+
+        await on_connection(daily_bot_transport(spec, persona.name, settings.daily_api_url))
+    channel.send({"event": "ready", **({"phone_url": phone.url} if phone else {})})
     try:
         # A session nobody connects to must not hold its slot forever.
         await asyncio.wait_for(started.wait(), spec.idle_timeout_s)
@@ -227,8 +248,27 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     channel.send({"event": "ended", "reason": reason})
     requests_task.cancel()
     await handler.close()
+    if phone is not None:
+        await phone.close()
     await store.close()
     return 0
+
+
+async def _phone_endpoint(
+    spec: SessionSpec,
+    settings: Settings,
+    persona: Persona,
+    on_connection: Callable[..., Awaitable[None]],
+) -> PhoneEndpoint | None:
+    """Serve a phone call's loopback socket (``twilio``/``telnyx``); ``None`` for others.
+
+    The server relays the carrier's media stream to it (:mod:`transports.phone`).
+    """
+    if spec.transport not in ("twilio", "telnyx"):
+        return None
+    from transports.phone import start_phone_endpoint
+
+    return await start_phone_endpoint(spec.transport, persona, settings, on_connection)
 
 
 def main(argv: list[str] | None = None) -> int:

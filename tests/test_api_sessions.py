@@ -93,11 +93,8 @@ async def test_daily_transport_is_unavailable_and_says_why(
     monkeypatch.delenv("DAILY_API_KEY", raising=False)
     r = await api.client.post(f"{V1}/sessions", json=body, headers=api.a)
     assert "DAILY_API_KEY" in assert_error(r, 503, "transport_unavailable")["message"]
-    monkeypatch.setenv("DAILY_API_KEY", "dk-secret-value")
-    r = await api.client.post(f"{V1}/sessions", json=body, headers=api.a)
-    message = assert_error(r, 503, "transport_unavailable")["message"]
-    assert "not supported" in message and "dk-secret-value" not in r.text
     assert (await api.store.list_sessions(api.key_a_id))[1] == 0
+    # With the key set, Daily rooms are created: tests/test_daily.py.
 
 
 async def test_capacity_answers_429_with_retry_after(api: Api) -> None:

@@ -1,0 +1,305 @@
+"""Answering a phone call: who is calling, with which persona and tier, in which session.
+
+The caller's number finds the learner (``learners.phone``). The dialled number's entry in
+``phone_lines`` sets the tier and may set the persona; otherwise a known learner gets the menu
+persona that speaks their target language. A caller the store does not know (or a withheld
+number) chooses on the keypad (``phone_menu``: 1, 2, 3 …) and gets a guest learner record,
+owned by the API key named :data:`GUEST_KEY_NAME`. Then the session is created, its process
+spawned, and the call gets a one-use media-stream token valid for ``phone_stream_ttl_s``
+seconds; if no stream has connected by then the session is ended.
+
+Every refusal (all slots busy, quota used up, line misconfigured) is a short spoken message
+before the carrier hangs up, never an HTTP error: the carrier would play its own error tone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from loguru import logger
+
+from api.deps import AppContext
+from api.errors import ApiError
+from api.quotas import check_quotas
+from api.routes_catalog import check_tier, find_persona
+from config.personas import Persona
+from config.settings import PhoneLine
+from config.tiers import get_tier
+from sessions.protocol import CapacityError, SessionNotRunningError, SessionSpec, Transport
+from store import ConflictError, LearnerInfo, Store
+
+GUEST_KEY_NAME = "phone-guests"
+"""API key owning the guest learners created for unknown callers."""
+GUEST_NAME = "Phone guest"
+BUSY = "All our tutors are busy right now. Please call again in a few minutes. Goodbye."
+QUOTA = "The monthly allowance of your plan is used up. Goodbye."
+UNAVAILABLE = "Sorry, the tutor cannot take calls right now. Please try again later. Goodbye."
+_NUMBER = re.compile(r"^\+?[0-9]{4,20}$")
+"""A caller id we can look up (E.164-like); "anonymous", "restricted" … are withheld numbers."""
+
+
+@dataclass(frozen=True)
+class IncomingCall:
+    """One call, as the carrier's webhook describes it.
+
+    Attributes:
+        carrier: ``twilio`` or ``telnyx``.
+        call_id: Twilio ``CallSid``; Telnyx TeXML ``CallSid`` (its call control id).
+        caller: The caller's number, or ``None`` if withheld.
+        dialled: The number called (selects the ``phone_lines`` entry).
+    """
+
+    carrier: Transport
+    call_id: str
+    caller: str | None
+    dialled: str
+
+    @classmethod
+    def from_params(cls, carrier: Transport, params: Mapping[str, str]) -> IncomingCall:
+        """Read ``CallSid``, ``From`` and ``To`` of a TwiML/TeXML webhook.
+
+        Raises:
+            ValueError: ``CallSid`` is missing.
+        """
+        call_id = (params.get("CallSid") or "").strip()
+        if not call_id:
+            raise ValueError("the webhook has no CallSid")
+        caller = (params.get("From") or "").strip()
+        return cls(
+            carrier=carrier,
+            call_id=call_id,
+            caller=caller if _NUMBER.match(caller) else None,
+            dialled=(params.get("To") or "").strip(),
+        )
+
+
+@dataclass(frozen=True)
+class Connect:
+    """Connect the call's media stream to ``/phone/<carrier>/stream/<token>``."""
+
+    token: str
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """Say ``message`` and hang up."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Menu:
+    """Ask the caller to pick one of ``personas`` on the keypad (digit = index + 1)."""
+
+    personas: tuple[Persona, ...]
+
+
+Answer = Connect | Refuse | Menu
+
+
+@dataclass(frozen=True)
+class PendingStream:
+    """A call whose session is ready and whose media stream has not connected yet.
+
+    Attributes:
+        carrier: ``twilio`` or ``telnyx``.
+        call_id: The call the stream must belong to.
+        session_id: The session started for it.
+        phone_url: The session process's loopback websocket (``ready`` event).
+    """
+
+    carrier: str
+    call_id: str
+    session_id: str
+    phone_url: str
+
+
+class PhoneCalls:
+    """The server's phone state: media-stream tokens not used yet, and the guest key lock.
+
+    Args:
+        ttl_s: How long a token stays valid, seconds.
+    """
+
+    def __init__(self, ttl_s: float):
+        self.ttl_s = ttl_s
+        self._pending: dict[str, tuple[PendingStream, float]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.guest_lock = asyncio.Lock()
+
+    def register(self, stream: PendingStream, ctx: AppContext) -> str:
+        """Issue a one-use token for ``stream``; unused after ``ttl_s`` → the session is ended."""
+        token = secrets.token_urlsafe(24)
+        self._pending[token] = (stream, time.monotonic() + self.ttl_s)
+        loop = asyncio.get_running_loop()
+        self._timers[token] = loop.call_later(self.ttl_s, self._expire, token, ctx)
+        return token
+
+    def claim(self, token: str) -> PendingStream | None:
+        """Take the call of ``token`` (once); ``None`` if unknown, used or expired."""
+        entry = self._pending.pop(token, None)
+        timer = self._timers.pop(token, None)
+        if timer is not None:
+            timer.cancel()
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def _expire(self, token: str, ctx: AppContext) -> None:
+        entry = self._pending.pop(token, None)
+        self._timers.pop(token, None)
+        if entry is None:
+            return
+        task = asyncio.create_task(
+            end_session(ctx, entry[0].session_id, "the media stream never connected")
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def end_session(ctx: AppContext, session_id: str, reason: str) -> None:
+    """Ask a phone session's process to end with ``reason`` (nothing if it is gone)."""
+    logger.bind(session_id=session_id).info("ending phone session: {}", reason)
+    if ctx.supervisor is not None:
+        with contextlib.suppress(SessionNotRunningError):
+            await ctx.supervisor.end(session_id, reason)
+
+
+def menu_personas(personas: list[str]) -> tuple[Persona, ...]:
+    """The keypad menu's personas, in digit order.
+
+    Raises:
+        ApiError: 422 ``unknown_persona`` for an id in ``phone_menu`` that does not exist.
+    """
+    return tuple(find_persona(p) for p in personas)
+
+
+async def answer_call(
+    ctx: AppContext, calls: PhoneCalls, call: IncomingCall, digit: str | None = None
+) -> Answer:
+    """Decide what the call gets: a media stream, the menu, or a spoken refusal.
+
+    Args:
+        ctx: The app context (store, supervisor, settings, metrics).
+        calls: Where the media-stream token is registered.
+        call: The incoming call.
+        digit: The key pressed in the menu (``Digits``), or ``None`` on the first webhook.
+    """
+    log = logger.bind(call_id=call.call_id)
+    settings = ctx.settings
+    line = settings.phone_lines.get(call.dialled) or PhoneLine()
+    try:
+        menu = menu_personas(settings.phone_menu)
+        if digit is not None:
+            if not (digit.isdigit() and 1 <= int(digit) <= len(menu)):
+                return Menu(menu)
+            persona = menu[int(digit) - 1]
+        else:
+            learner = await ctx.store.find_learner_by_phone(call.caller) if call.caller else None
+            chosen = line.persona or _persona_for(learner, menu)
+            if chosen is None:
+                return Menu(menu)
+            persona = find_persona(chosen)
+        tier = line.tier or settings.phone_default_tier
+        check_tier(tier)
+    except ApiError as e:
+        log.error("phone line {} is misconfigured: {}", call.dialled, e.message)
+        return Refuse(UNAVAILABLE)
+    learner = await _caller(ctx.store, calls, call, persona)
+    return await _start(ctx, calls, call, learner, persona, tier)
+
+
+def _persona_for(learner: LearnerInfo | None, menu: tuple[Persona, ...]) -> str | None:
+    if learner is None:
+        return None
+    return next((p.id for p in menu if p.language == learner.target_language), None)
+
+
+async def _caller(
+    store: Store, calls: PhoneCalls, call: IncomingCall, persona: Persona
+) -> LearnerInfo:
+    """The caller's learner record; a new guest learner for an unknown number."""
+    if call.caller and (known := await store.find_learner_by_phone(call.caller)):
+        return known
+    async with calls.guest_lock:
+        keys = await store.list_api_keys(include_revoked=False)
+        owner = next((k.id for k in keys if k.name == GUEST_KEY_NAME), None)
+        if owner is None:
+            owner = (await store.create_api_key(GUEST_KEY_NAME))[0].id
+        try:
+            guest = await store.create_learner(
+                owner, GUEST_NAME, persona.language, persona.cefr_level, phone=call.caller
+            )
+        except ConflictError:  # the same number was registered meanwhile
+            found = await store.find_learner_by_phone(call.caller or "")
+            if found is None:
+                raise
+            return found
+    logger.bind(call_id=call.call_id).info("guest learner {} created for a caller", guest.id)
+    return guest
+
+
+async def _start(
+    ctx: AppContext,
+    calls: PhoneCalls,
+    call: IncomingCall,
+    learner: LearnerInfo,
+    persona: Persona,
+    tier: str,
+) -> Answer:
+    """Create the session, spawn its process, register the media-stream token."""
+    try:
+        grant = await check_quotas(ctx.store, get_tier(tier), learner.id, ctx.settings.upgrade_url)
+    except ApiError:
+        return Refuse(QUOTA)
+    supervisor = ctx.supervisor
+    ready_info = getattr(supervisor, "ready_info", None)
+    if supervisor is None or ready_info is None or not ctx.llm_base_url:
+        return Refuse(UNAVAILABLE)
+    if supervisor.active_count >= supervisor.max_sessions:
+        ctx.metrics.error("capacity")
+        return Refuse(BUSY)
+    info, _ = await ctx.store.create_session(
+        learner.id, learner.owner_key_id, persona.id, tier, call.carrier
+    )
+    log = logger.bind(session_id=info.id, call_id=call.call_id)
+    spec = SessionSpec(
+        session_id=info.id,
+        persona=persona.id,
+        tier=tier,
+        transport=call.carrier,
+        database_url=ctx.database_url,
+        llm_base_url=ctx.llm_base_url,
+        cefr_level=learner.cefr_level,
+        learner_name=None if learner.name == GUEST_NAME else learner.name,
+        idle_timeout_s=ctx.settings.session_idle_timeout_s,
+        exchange_limit=grant.exchanges,
+        tts_chars_left=grant.tts_characters,
+    )
+    started = time.monotonic()
+    try:
+        await supervisor.spawn(spec)
+    except CapacityError:
+        await ctx.store.set_session_status(info.id, "failed", "rejected: all slots busy")
+        ctx.metrics.error("capacity")
+        return Refuse(BUSY)
+    except RuntimeError as e:
+        await ctx.store.set_session_status(info.id, "failed", f"failed to start: {e}")
+        ctx.metrics.error("spawn_failed")
+        log.error("phone session process failed to start: {}", e)
+        return Refuse(UNAVAILABLE)
+    ctx.metrics.observe_spawn(time.monotonic() - started)
+    phone_url = ready_info(info.id).get("phone_url")
+    if not phone_url:
+        await end_session(ctx, info.id, "the session process serves no phone socket")
+        return Refuse(UNAVAILABLE)
+    token = calls.register(PendingStream(call.carrier, call.call_id, info.id, phone_url), ctx)
+    log.info("{} call answered: persona={} tier={}", call.carrier, persona.id, tier)
+    return Connect(token)

@@ -1,0 +1,246 @@
+"""Phone calls inside a session process: the carrier's media stream as a Pipecat transport.
+
+A phone session's process serves one websocket of its own on loopback
+(:class:`PhoneEndpoint`); the main server checks the carrier's stream and relays it there
+(``api.phone_stream``). The pipeline then runs on Pipecat's ``FastAPIWebsocketTransport`` with
+the carrier's serializer (``TwilioFrameSerializer`` / ``TelnyxFrameSerializer``).
+
+Sample rates. The wire carries 8 kHz μ-law both ways. The bot's audio leaves the output
+transport at 8 kHz (``audio_out_sample_rate=8000`` on the transport), so the serializer only
+encodes and never resamples: its stream resampler would hold back the end of each utterance
+(~40 ms from 24 kHz, ~105 ms from 16 kHz) and drop it after 0.2 s of silence
+(``shared/notes/pipecat-1.14.md`` §5; ``tests/test_phone_protocol.py`` measures it). The output
+transport's own resampler flushes its tail at the end of every utterance. The pipeline's rates
+stay those of every session (16 kHz in, 24 kHz out): Whisper only takes 16 kHz (the serializer
+upsamples the caller; a continuous stream loses nothing), and some tiers' TTS only speak
+24 kHz (OpenAI), so each TTS is asked for the rate it is built for.
+
+Barge-in. A phone caller's speech interrupts the bot at voice onset (Pipecat's default
+VAD start strategy) and the serializer's ``clear`` empties the carrier's playout buffer: the
+issue asks for ``clear`` within 500 ms of the caller speaking over the bot, which a word count
+(``min_words_to_interrupt``) cannot give, since Whisper transcribes only once the caller pauses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, WebSocket
+from loguru import logger
+from pipecat.runner.types import CallData
+from pipecat.runner.utils import parse_telephony_websocket
+from pipecat.serializers.base_serializer import FrameSerializer
+from pipecat.serializers.telnyx import TelnyxFrameSerializer
+from pipecat.serializers.twilio import TwilioFrameSerializer
+from pipecat.transports.base_transport import BaseTransport
+from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
+from pipecat.turns.user_turn_strategies import (
+    UserTurnStrategies,
+    default_user_turn_start_strategies,
+)
+from pydantic import SecretStr
+
+from config.personas import Persona
+from config.settings import Settings
+from pipelines.turn_taking import turn_strategies
+
+CARRIERS = ("twilio", "telnyx")
+"""Transports of :class:`sessions.protocol.SessionSpec` that are phone calls."""
+WIRE_SAMPLE_RATE = 8000
+"""Sample rate of the carriers' media streams in Hz (G.711 μ-law, one channel)."""
+HANDSHAKE_TIMEOUT_S = 10.0
+"""Longest wait for the relayed ``connected``/``start`` messages on the local socket."""
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def phone_serializer(carrier: str, call: CallData, settings: Settings) -> FrameSerializer:
+    """The carrier's Pipecat serializer for one call.
+
+    It hangs the call up over the carrier's REST API when the session ends if credentials
+    are configured (Twilio: account SID and auth token; Telnyx: API key); without them the
+    call ends when the media stream closes (``<Connect>`` has no next verb).
+
+    Args:
+        carrier: ``twilio`` or ``telnyx``.
+        call: What ``parse_telephony_websocket`` read from the stream's ``start`` message.
+        settings: Carrier credentials and the Twilio REST base.
+
+    Raises:
+        ValueError: Unknown carrier, or the ``start`` message lacked the stream id.
+    """
+    if not call.stream_id:
+        raise ValueError("the media stream's start message has no stream id")
+    if carrier == "twilio":
+        token = _secret(settings.twilio_auth_token)
+        hang_up = bool(token and settings.twilio_account_sid and call.call_id)
+        return TwilioFrameSerializer(
+            stream_sid=call.stream_id,
+            call_sid=call.call_id,
+            account_sid=settings.twilio_account_sid if hang_up else None,
+            auth_token=token if hang_up else None,
+            base_url=settings.twilio_api_base_url,
+            params=TwilioFrameSerializer.InputParams(auto_hang_up=hang_up),
+        )
+    if carrier == "telnyx":
+        api_key = _secret(settings.telnyx_api_key)
+        hang_up = bool(api_key and call.call_id)
+        return TelnyxFrameSerializer(
+            stream_id=call.stream_id,
+            outbound_encoding=str(call.get("outbound_encoding") or "PCMU"),
+            inbound_encoding="PCMU",
+            call_control_id=call.call_id,
+            api_key=api_key if hang_up else None,
+            params=TelnyxFrameSerializer.InputParams(auto_hang_up=hang_up),
+        )
+    raise ValueError(f"unknown carrier {carrier!r}")
+
+
+def phone_transport(websocket: WebSocket, serializer: FrameSerializer) -> FastAPIWebsocketTransport:
+    """A websocket transport speaking the carrier's protocol; the bot leaves it at 8 kHz."""
+    return FastAPIWebsocketTransport(
+        websocket,
+        FastAPIWebsocketParams(
+            audio_in_enabled=True,
+            audio_out_enabled=True,
+            audio_out_sample_rate=WIRE_SAMPLE_RATE,
+            add_wav_header=False,
+            serializer=serializer,
+        ),
+    )
+
+
+def phone_turn_strategies(persona: Persona, settings: Settings) -> UserTurnStrategies:
+    """The persona's end-of-turn rule, with barge-in at voice onset (see the module doc)."""
+    return UserTurnStrategies(
+        start=default_user_turn_start_strategies(),
+        stop=turn_strategies(persona, settings).stop,
+    )
+
+
+class _LoopbackServer(uvicorn.Server):
+    """uvicorn without its signal handlers: the session process keeps its own."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+class PhoneEndpoint:
+    """The session process's loopback websocket that the server relays one call to.
+
+    It accepts one connection on a secret path, reads the carrier's ``connected`` and
+    ``start`` messages, builds the transport and hands it to ``on_call``; the connection is
+    then held open until :meth:`close`.
+
+    Args:
+        carrier: ``twilio`` or ``telnyx``; a stream of another carrier is refused.
+        settings: Carrier credentials (REST hang-up).
+        on_call: Awaited with the call's transport; it builds and starts the pipeline.
+    """
+
+    def __init__(
+        self,
+        carrier: str,
+        settings: Settings,
+        on_call: Callable[[BaseTransport], Awaitable[None]],
+    ):
+        self.carrier = carrier
+        self.settings = settings
+        self._on_call = on_call
+        self._secret = secrets.token_urlsafe(24)
+        self._taken = False
+        self._done = asyncio.Event()
+        self._server: _LoopbackServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.url = ""
+        """``ws://127.0.0.1:<port>/<secret>`` once started."""
+
+    async def start(self) -> str:
+        """Serve on a free loopback port; return the URL (also :attr:`url`).
+
+        Raises:
+            RuntimeError: The server did not start within 10 s.
+        """
+        app = FastAPI()
+        app.add_api_websocket_route("/{secret}", self._serve)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", lifespan="off")
+        self._server = _LoopbackServer(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="phone-endpoint")
+        for _ in range(1000):
+            if self._server.started:
+                self.url = f"ws://127.0.0.1:{port}/{self._secret}"
+                return self.url
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+        raise RuntimeError("the phone endpoint did not start")
+
+    async def _serve(self, websocket: WebSocket, secret: str) -> None:
+        if self._taken or not secrets.compare_digest(secret, self._secret):
+            await websocket.close(code=1008, reason="not this session's call")
+            return
+        self._taken = True
+        await websocket.accept()
+        try:
+            carrier, call = await asyncio.wait_for(
+                parse_telephony_websocket(websocket), HANDSHAKE_TIMEOUT_S
+            )
+            if carrier != self.carrier:
+                raise ValueError(f"expected a {self.carrier} stream, got {carrier}")
+            serializer = phone_serializer(carrier, call, self.settings)
+        except (TimeoutError, ValueError) as e:
+            logger.warning(f"phone stream refused: {e}")
+            await websocket.close(code=1008, reason=str(e)[:120])
+            return
+        logger.info(f"{carrier} call {call.call_id} connected (stream {call.stream_id})")
+        await self._on_call(phone_transport(websocket, serializer))
+        await self._done.wait()
+
+    async def close(self) -> None:
+        """Release the held connection and stop serving."""
+        self._done.set()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._task, 5)
+
+
+async def start_phone_endpoint(
+    carrier: str,
+    persona: Persona,
+    settings: Settings,
+    on_connection: Callable[..., Awaitable[None]],
+) -> PhoneEndpoint:
+    """Serve a phone session's loopback socket; each call starts the pipeline.
+
+    Args:
+        carrier: ``twilio`` or ``telnyx``.
+        persona: Sets the end-of-turn rule (:func:`phone_turn_strategies`).
+        settings: Turn-taking knobs and carrier credentials.
+        on_connection: The session process's pipeline starter, awaited as
+            ``on_connection(transport, user_turn_strategies=...)``.
+
+    Raises:
+        RuntimeError: The endpoint did not start.
+    """
+    strategies = phone_turn_strategies(persona, settings)
+
+    async def on_call(transport: BaseTransport) -> None:
+        await on_connection(transport, user_turn_strategies=strategies)
+
+    endpoint = PhoneEndpoint(carrier, settings, on_call)
+    await endpoint.start()
+    return endpoint
