@@ -28,6 +28,7 @@ from api.deps import AppContext
 from api.errors import install_error_handlers
 from api.metrics import CONTENT_TYPE, Metrics
 from api.middleware import BodySizeLimitMiddleware, CatchAllMiddleware
+from api.routes_dialin import router as dialin_router
 from api.routes_phone import router as phone_router
 from api.runtime import Runtime, RuntimeFactory, Supervisor, default_runtime
 from api.schemas import Health, Readiness
@@ -148,6 +149,7 @@ def create_app(
     for module in (routes_learners, routes_sessions, routes_webrtc, routes_catalog, routes_usage):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(phone_router, prefix=API_PREFIX)
+    app.include_router(dialin_router, prefix=API_PREFIX)
     _add_ops_routes(app)
     # The browser room (static page; the last route, so the API and ops routes come first).
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")

@@ -203,7 +203,7 @@ async def answer_call(
             persona = menu[int(digit) - 1]
         else:
             learner = await ctx.store.find_learner_by_phone(call.caller) if call.caller else None
-            chosen = line.persona or _persona_for(learner, menu)
+            chosen = line.persona or persona_for(learner, menu)
             if chosen is None:
                 return Menu(menu)
             persona = find_persona(chosen)
@@ -212,17 +212,18 @@ async def answer_call(
     except ApiError as e:
         log.error("phone line {} is misconfigured: {}", call.dialled, e.message)
         return Refuse(UNAVAILABLE)
-    learner = await _caller(ctx.store, calls, call, persona)
+    learner = await caller_learner(ctx.store, calls, call, persona)
     return await _start(ctx, calls, call, learner, persona, tier)
 
 
-def _persona_for(learner: LearnerInfo | None, menu: tuple[Persona, ...]) -> str | None:
+def persona_for(learner: LearnerInfo | None, menu: tuple[Persona, ...]) -> str | None:
+    """The menu persona teaching ``learner``'s target language; ``None`` if none or no learner."""
     if learner is None:
         return None
     return next((p.id for p in menu if p.language == learner.target_language), None)
 
 
-async def _caller(
+async def caller_learner(
     store: Store, calls: PhoneCalls, call: IncomingCall, persona: Persona
 ) -> LearnerInfo:
     """The caller's learner record; a new guest learner for an unknown number."""

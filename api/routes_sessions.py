@@ -128,7 +128,7 @@ async def create_session(
     )
     started = time.monotonic()
     try:
-        await _spawn(ctx, supervisor, spec)
+        await spawn_session(ctx, supervisor, spec)
     except Exception:
         # spawn() raising means no session process owns the room: delete it now.
         await release_session_room(spec, api_url=ctx.settings.daily_api_url)
@@ -164,15 +164,20 @@ async def _daily_room(ctx: AppContext, session_id: str, persona: Persona) -> Dai
             bot_name=persona.name,
         )
     except DailyError as e:
-        await ctx.store.set_session_status(session_id, "failed", f"failed to start: {e}")
-        ctx.metrics.error("daily")
-        logger.bind(session_id=session_id).error("Daily room not created: {}", e)
-        raise ApiError(
-            503, "transport_unavailable", f"Daily is unavailable: {e} (session {session_id})"
-        ) from None
+        raise await daily_failed(ctx, session_id, e) from None
 
 
-async def _spawn(ctx: AppContext, supervisor: Supervisor, spec: SessionSpec) -> None:
+async def daily_failed(ctx: AppContext, session_id: str, e: DailyError) -> ApiError:
+    """Mark the session ``failed`` because Daily failed; return the 503 to raise."""
+    await ctx.store.set_session_status(session_id, "failed", f"failed to start: {e}")
+    ctx.metrics.error("daily")
+    logger.bind(session_id=session_id).error("Daily room not created: {}", e)
+    return ApiError(
+        503, "transport_unavailable", f"Daily is unavailable: {e} (session {session_id})"
+    )
+
+
+async def spawn_session(ctx: AppContext, supervisor: Supervisor, spec: SessionSpec) -> None:
     """Start the session's process, mapping failures to API errors.
 
     Raises:

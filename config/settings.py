@@ -76,6 +76,9 @@ class Settings(BaseSettings):
             defaults (``api.deepgram.com``).
         cartesia_url: Cartesia TTS websocket; ``None`` = ``wss://api.cartesia.ai/tts/websocket``.
         daily_api_url: Daily REST API base (rooms, meeting tokens, dial-in).
+        daily_dialin_hmac: Base64 secret checking ``X-Pinless-Signature`` on Daily's
+            pinless dial-in webhook (``DAILY_DIALIN_HMAC``: the ``hmac`` of the domain's
+            ``pinless_dialin`` config); unset → Daily dial-in calls are refused.
         upgrade_url: Where a learner over a tier quota is sent (``upgrade_url`` in 402 bodies).
         phone_public_url: Public base URL the carriers reach this server at (e.g.
             ``https://tutor.example.com``): Twilio signs the webhook URL it called, and the
@@ -129,6 +132,10 @@ class Settings(BaseSettings):
     deepgram_base_url: str | None = None
     cartesia_url: str | None = None
     daily_api_url: str = "https://api.daily.co/v1"
+    daily_dialin_hmac: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DAILY_DIALIN_HMAC", "VOXTUTOR_DAILY_DIALIN_HMAC"),
+    )
     upgrade_url: str = "/pricing"
     phone_public_url: str | None = None
     twilio_auth_token: SecretStr | None = Field(

@@ -48,6 +48,9 @@ class SessionSpec:
         tts_chars_left: Characters TTS may still speak this month (tier quota), or ``None``.
         daily_room_url: ``daily`` sessions: the session's Daily room, which the bot joins.
         daily_token: ``daily`` sessions: the bot's meeting token for that room (owner).
+        daily_call_id: Daily pinless dial-in (a phone call): the held call's ``callId``,
+            which the bot's transport hands back in ``pinlessCallUpdate``; ``None`` otherwise.
+        daily_call_domain: Daily pinless dial-in: the call's ``callDomain``; ``None`` otherwise.
     """
 
     session_id: str
@@ -63,6 +66,8 @@ class SessionSpec:
     tts_chars_left: int | None = None
     daily_room_url: str | None = None
     daily_token: str | None = None
+    daily_call_id: str | None = None
+    daily_call_domain: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the spec as a JSON-ready dict (passed to the process as an argument)."""

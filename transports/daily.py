@@ -2,8 +2,9 @@
 
 Each ``daily`` session gets a private room of its own when it is created, with two meeting
 tokens: one for the learner's client, one (owner) for the bot; the room is deleted when the
-session ends. The REST calls go through Pipecat's
-:class:`~pipecat.transports.daily.utils.DailyRESTHelper` (Daily REST API,
+session ends. A phone call through Daily's pinless dial-in gets a SIP-enabled room and only the
+bot's token (:func:`create_dialin_room`; the call's flow: :mod:`api.routes_dialin`). The REST
+calls go through Pipecat's :class:`~pipecat.transports.daily.utils.DailyRESTHelper` (Daily REST API,
 https://docs.daily.co/reference/rest-api: ``POST /rooms``, ``POST /meeting-tokens``,
 ``DELETE /rooms/:name``) on an aiohttp session with a timeout. Every failure (an HTTP 4xx/5xx,
 no answer in time, Daily unreachable, an answer that is not a room) becomes :class:`DailyError`.
@@ -29,8 +30,10 @@ from pipecat.transports.daily.utils import (
     DailyMeetingTokenParams,
     DailyMeetingTokenProperties,
     DailyRESTHelper,
+    DailyRoomObject,
     DailyRoomParams,
     DailyRoomProperties,
+    DailyRoomSipParams,
 )
 
 from sessions.protocol import SessionSpec
@@ -52,6 +55,7 @@ ROOM_PREFIX = "vt-"
 """Room names are ``vt-<session id>`` (Daily allows ``[A-Za-z0-9_-]``, at most 128 characters),
 so a room whose creation timed out can still be found and deleted."""
 _DETAIL_CHARS = 300
+_DISPLAY_NAME_CHARS = 64
 
 
 class DailyError(RuntimeError):
@@ -75,6 +79,27 @@ class DailyRoom:
     client_token: str
     bot_token: str
     expires_at: int
+
+
+@dataclass(frozen=True)
+class DialinRoom:
+    """A phone call's Daily room (pinless dial-in, :func:`create_dialin_room`).
+
+    Attributes:
+        name: Room name (``vt-<session id>``).
+        url: Room URL, which the bot joins.
+        bot_token: Meeting token for the bot (``is_owner``).
+        expires_at: The room's ``exp``, Unix time in seconds.
+        sip_endpoint: The room's SIP address as Daily reports it (``config.sip_uri.endpoint``),
+            or ``None`` if absent. Informational: the call update uses the address the bot's
+            transport receives with ``dialin-ready``.
+    """
+
+    name: str
+    url: str
+    bot_token: str
+    expires_at: int
+    sip_endpoint: str | None
 
 
 def daily_api_key() -> str | None:
@@ -140,7 +165,6 @@ async def create_session_room(
             before the failure (or possibly created by a call that timed out) is deleted first,
             best effort.
     """
-    name = session_room_name(session_id)
     expires_at = int(time.time() + lifetime_s)
     properties = DailyRoomProperties(
         exp=expires_at,
@@ -148,16 +172,111 @@ async def create_session_room(
         max_participants=MAX_PARTICIPANTS,
         start_video_off=True,
     )
+    room, (bot_token, client_token) = await _room_with_tokens(
+        session_room_name(session_id),
+        properties,
+        api_url=api_url,
+        api_key=api_key,
+        tokens=[("the bot's", True, bot_name), ("the learner's", False, None)],
+    )
+    return DailyRoom(
+        name=room.name,
+        url=room.url,
+        client_token=client_token,
+        bot_token=bot_token,
+        expires_at=expires_at,
+    )
+
+
+async def create_dialin_room(
+    session_id: str,
+    *,
+    api_url: str,
+    api_key: str,
+    bot_name: str,
+    caller_name: str,
+    lifetime_s: float = ROOM_LIFETIME_S,
+) -> DialinRoom:
+    """Create a phone call's room: SIP dial-in enabled, one SIP endpoint, the bot's token.
+
+    Same room as :func:`create_session_room` (private, ``exp``, 2 participants: the bot and
+    the caller's SIP leg) plus the ``sip`` property
+    (https://docs.daily.co/guides/products/dial-in-dial-out/sip): ``sip_mode: "dial-in"``,
+    ``num_endpoints: 1``, audio only, ``display_name`` = ``caller_name``. Daily answers with
+    the read-only ``config.sip_uri.endpoint``. No learner token: the caller arrives over SIP
+    once the bot's transport has sent ``pinlessCallUpdate``.
+
+    The room stays ``private`` like every voxtutor room (Pipecat's runner creates public dial-in
+    rooms with random names instead); the SIP leg is Daily's own participant of the room.
+
+    Args:
+        session_id: The store's session id; names the room (``vt-<session id>``).
+        api_url: Daily REST base (``settings.daily_api_url``).
+        api_key: Daily API key.
+        bot_name: The bot's display name in the call.
+        caller_name: The SIP participant's display name (the caller's number, or a label).
+        lifetime_s: Seconds until the room expires.
+
+    Raises:
+        DailyError: As :func:`create_session_room`; nothing is left behind.
+    """
+    expires_at = int(time.time() + lifetime_s)
+    properties = DailyRoomProperties(
+        exp=expires_at,
+        eject_at_room_exp=True,
+        max_participants=MAX_PARTICIPANTS,
+        start_video_off=True,
+        sip=DailyRoomSipParams(
+            display_name=caller_name[:_DISPLAY_NAME_CHARS],
+            video=False,
+            sip_mode="dial-in",
+            num_endpoints=1,
+        ),
+    )
+    room, (bot_token,) = await _room_with_tokens(
+        session_room_name(session_id),
+        properties,
+        api_url=api_url,
+        api_key=api_key,
+        tokens=[("the bot's", True, bot_name)],
+    )
+    endpoint = (room.config.sip_uri or {}).get("endpoint")
+    return DialinRoom(
+        name=room.name,
+        url=room.url,
+        bot_token=bot_token,
+        expires_at=expires_at,
+        sip_endpoint=endpoint if isinstance(endpoint, str) else None,
+    )
+
+
+async def _room_with_tokens(
+    name: str,
+    properties: DailyRoomProperties,
+    *,
+    api_url: str,
+    api_key: str,
+    tokens: list[tuple[str, bool, str | None]],
+) -> tuple[DailyRoomObject, list[str]]:
+    """Create the private room ``name``, then one meeting token per ``(whose, owner, name)``.
+
+    Tokens are bound to the room and expire with it. On any failure the room is deleted
+    (best effort) and :class:`DailyError` names the step (``could not create the bot's Daily
+    meeting token: …``).
+    """
+    expires_at = int(properties.exp or time.time() + ROOM_LIFETIME_S)
     step = "create the Daily room"
     async with _rest(api_url, api_key) as rest:
         try:
             room = await rest.create_room(
                 DailyRoomParams(name=name, privacy="private", properties=properties)
             )
-            step = "create the bot's Daily meeting token"
-            bot_token = await _token(rest, room.url, expires_at, owner=True, user_name=bot_name)
-            step = "create the learner's Daily meeting token"
-            client_token = await _token(rest, room.url, expires_at, owner=False)
+            issued = []
+            for whose, owner, user_name in tokens:
+                step = f"create {whose} Daily meeting token"
+                issued.append(
+                    await _token(rest, room.url, expires_at, owner=owner, user_name=user_name)
+                )
         except Exception as e:
             error = _failure(step, e, api_key)
             try:
@@ -166,13 +285,7 @@ async def create_session_room(
                 why = _failure(f"delete the Daily room {name}", cleanup, api_key)
                 logger.warning(f"after a failed start: {why}")
             raise error from None
-    return DailyRoom(
-        name=room.name,
-        url=room.url,
-        client_token=client_token,
-        bot_token=bot_token,
-        expires_at=expires_at,
-    )
+    return room, issued
 
 
 async def _token(
@@ -240,8 +353,15 @@ def daily_bot_transport(spec: SessionSpec, bot_name: str, api_url: str) -> Daily
 
     It joins ``spec.daily_room_url`` with the bot's meeting token when the pipeline starts
     (not here). Pipecat's ``DailyTransport`` also fires ``on_client_connected`` /
-    ``on_client_disconnected`` when a participant joins / leaves, so the session's usual
-    handlers greet the learner and end the session.
+    ``on_client_disconnected`` when a participant joins / leaves (the learner's client, or a
+    phone caller's SIP leg), so the session's usual handlers greet and end the session.
+
+    A phone call's spec (``daily_call_id`` and ``daily_call_domain`` set, see
+    :mod:`api.routes_dialin`) adds Pipecat's ``DailyDialinSettings``: once Daily reports the
+    room's SIP endpoint ready (``dialin-ready``), the transport itself POSTs ``{callId,
+    callDomain, sipUri}`` to ``{api_url}/dialin/pinlessCallUpdate`` with the API key from
+    ``DAILY_API_KEY`` (this process's environment, never the spec), and Daily moves the held
+    call into the room.
 
     Args:
         spec: A ``daily`` session's spec (``daily_room_url`` and ``daily_token`` set).
@@ -249,11 +369,24 @@ def daily_bot_transport(spec: SessionSpec, bot_name: str, api_url: str) -> Daily
         api_url: Daily REST base (``settings.daily_api_url``).
 
     Raises:
-        ValueError: The spec has no room URL or token.
+        ValueError: The spec has no room URL or token, or is a phone call's while
+            ``DAILY_API_KEY`` is unset.
     """
-    from pipecat.transports.daily.transport import DailyParams, DailyTransport
+    from pipecat.transports.daily.transport import (
+        DailyDialinSettings,
+        DailyParams,
+        DailyTransport,
+    )
 
     if not spec.daily_room_url or not spec.daily_token:
         raise ValueError("a daily session needs daily_room_url and daily_token in its spec")
     params = DailyParams(audio_in_enabled=True, audio_out_enabled=True, api_url=api_url)
+    if spec.daily_call_id and spec.daily_call_domain:
+        api_key = daily_api_key()
+        if api_key is None:
+            raise ValueError(f"a dial-in session needs {DAILY_KEY_ENV} to update the call")
+        params.api_key = api_key
+        params.dialin_settings = DailyDialinSettings(
+            call_id=spec.daily_call_id, call_domain=spec.daily_call_domain
+        )
     return DailyTransport(spec.daily_room_url, spec.daily_token, bot_name, params)

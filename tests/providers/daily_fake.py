@@ -20,20 +20,29 @@ Follows Daily's REST API reference (https://docs.daily.co/reference/rest-api):
   JWT signed with the API key whose payload is the properties (Daily signs tokens with the
   domain's key; its payload abbreviates the names, the fake does not).
 
+- SIP dial-in (https://docs.daily.co/guides/products/dial-in-dial-out/sip): a room created with
+  ``properties.sip`` (``sip_mode: "dial-in"``, ``display_name``, ``num_endpoints`` 1-5, the
+  default ``max_sip_pstn_sessions_per_room``) gets the read-only ``config.sip_uri`` ``{endpoint:
+  "sip:<digits>@<domain>.sip.daily.co"}`` (plus ``extra_endpoints`` beyond one).
+- ``POST /v1/dialin/pinlessCallUpdate`` (https://docs.daily.co/reference/rest-api/dialin/
+  pinless-call-update) with ``{callId, callDomain, sipUri}``: a missing field is a 400; a call
+  not on hold (:meth:`DailyFake.hold_call`) or a ``sipUri`` that is no live room's endpoint
+  (with or without the ``sip:`` scheme) is a 404; else 200 ``{"status": "success"}``, the call
+  leaves hold and the update is kept in :attr:`DailyFake.call_updates`.
+
 Recorded: every request (:attr:`FakeProvider.requests`, route keys below), the rooms alive
 (:attr:`DailyFake.rooms`), the names deleted (:attr:`DailyFake.deleted`) and every token issued
 with its properties (:attr:`DailyFake.tokens`).
 
 Faults (route keys ``"rooms"`` for ``POST /rooms``, ``"get_room"``, ``"delete_room"``,
-``"tokens"``), checked before authentication and before any effect: ``HTTP_5XX`` answers 500
-``server-error``, ``HTTP_429`` 429 ``rate-limit-error``, ``PROVIDER_ERROR`` 400
-``invalid-request-error``; ``HANG`` holds the request for ``hang_s`` and, if the client is still
-there, then serves it (a client that gave up leaves nothing behind); ``GARBAGE`` answers 200
-with an HTML page; ``DISCONNECT`` drops the connection after part of a JSON body.
+``"tokens"``, ``"call_update"``), checked before authentication and before any effect:
+``HTTP_5XX`` answers 500 ``server-error``, ``HTTP_429`` 429 ``rate-limit-error``,
+``PROVIDER_ERROR`` 400 ``invalid-request-error``; ``HANG`` holds the request for ``hang_s``
+and, if the client is still there, then serves it (a client that gave up leaves nothing
+behind); ``GARBAGE`` answers 200 with an HTML page; ``DISCONNECT`` drops the connection after
+part of a JSON body.
 
-Extending (dial-in, a later issue): add routes on ``self.app`` that start with
-:meth:`DailyFake.guard`, and override :meth:`DailyFake.room_object` to add fields such as
-``config.sip_uri``.
+Extending: add routes on ``self.app`` that start with :meth:`DailyFake.guard`.
 """
 
 from __future__ import annotations
@@ -88,6 +97,8 @@ class DailyFake(FakeProvider):
         rooms: Rooms alive, by name: the room objects as served.
         deleted: Names of the rooms deleted through ``DELETE /rooms/{name}``, in order.
         tokens: Every meeting token issued → its ``properties``.
+        held_calls: Calls on hold waiting for ``pinlessCallUpdate``: ``callId`` → ``callDomain``.
+        call_updates: Every accepted ``pinlessCallUpdate`` body, in order.
     """
 
     name = "daily"
@@ -99,7 +110,10 @@ class DailyFake(FakeProvider):
         self.rooms: dict[str, dict[str, Any]] = {}
         self.deleted: list[str] = []
         self.tokens: dict[str, dict[str, Any]] = {}
+        self.held_calls: dict[str, str] = {}
+        self.call_updates: list[dict[str, Any]] = []
         self.app.post("/v1/rooms")(self._create_room)
+        self.app.post("/v1/dialin/pinlessCallUpdate")(self._call_update)
         self.app.get("/v1/rooms/{name}")(self._get_room)
         self.app.delete("/v1/rooms/{name}")(self._delete_room)
         self.app.post("/v1/meeting-tokens")(self._create_token)
@@ -109,8 +123,21 @@ class DailyFake(FakeProvider):
         """The REST base for ``settings.daily_api_url``: ``http://127.0.0.1:<port>/v1``."""
         return f"{self.http_url}/v1"
 
+    def hold_call(self, call_id: str, call_domain: str) -> None:
+        """Put a call on hold, as Daily does before calling the pinless webhook."""
+        self.held_calls[call_id] = call_domain
+
     def room_object(self, name: str, privacy: str, config: dict[str, Any]) -> dict[str, Any]:
         """A new room object as ``POST /rooms`` serves it (subclasses add fields)."""
+        if isinstance(config.get("sip"), dict):
+            count = config["sip"].get("num_endpoints", 1)
+            endpoints = [
+                f"sip:{secrets.randbelow(10**9):09d}@{self.domain}.sip.daily.co"
+                for _ in range(count)
+            ]
+            config = {**config, "sip_uri": {"endpoint": endpoints[0]}}
+            if count > 1:
+                config["sip_uri"]["extra_endpoints"] = endpoints[1:]
         return {
             "id": str(uuid.uuid4()),
             "name": name,
@@ -181,9 +208,35 @@ class DailyFake(FakeProvider):
         size = config.get("max_participants", 1)
         if type(size) is not int or not 1 <= size <= 200:  # 200: the documented default cap
             return daily_error(400, "invalid-request-error", "max_participants must be 1-200")
+        if "sip" in config and (refusal := _sip_refusal(config["sip"])):
+            return refusal
         room = self.room_object(name, privacy, config)
         self.rooms[name] = room
         return JSONResponse(room)
+
+    async def _call_update(self, request: Request) -> Response:
+        if refusal := await self.guard(request, "call_update"):
+            return refusal
+        body = await body_of(request)
+        fields = ("callId", "callDomain", "sipUri")
+        if not isinstance(body, dict) or not all(
+            isinstance(body.get(f), str) and body[f] for f in fields
+        ):
+            return daily_error(400, "invalid-request-error", "Missing fields")
+        call_id, uri = body["callId"], body["sipUri"].removeprefix("sip:")
+        if self.held_calls.get(call_id) != body["callDomain"]:
+            return daily_error(404, "not-found", "Call Forwarding Failed: no such call on hold")
+        endpoints = {
+            e.removeprefix("sip:")
+            for name in list(self.rooms)
+            if (room := self.live_room(name)) is not None
+            for e in _endpoints(room["config"].get("sip_uri"))
+        }
+        if uri not in endpoints:
+            return daily_error(404, "not-found", "Call Forwarding Failed: unknown sipUri")
+        del self.held_calls[call_id]
+        self.call_updates.append(body)
+        return JSONResponse({"status": "success"})
 
     async def _get_room(self, name: str, request: Request) -> Response:
         if refusal := await self.guard(request, "get_room"):
@@ -222,6 +275,24 @@ class DailyFake(FakeProvider):
         body = _b64(json.dumps(payload, separators=(",", ":")).encode())
         mac = hmac.new(self.api_key.encode(), f"{head}.{body}".encode(), hashlib.sha256)
         return f"{head}.{body}.{_b64(mac.digest())}"
+
+
+def _sip_refusal(sip: Any) -> Response | None:
+    """A 400 for a ``sip`` room property Daily would refuse, else ``None``."""
+    if not isinstance(sip, dict) or sip.get("sip_mode") != "dial-in":
+        return daily_error(400, "invalid-request-error", "sip.sip_mode must be 'dial-in'")
+    if not isinstance(sip.get("display_name"), str) or not sip["display_name"]:
+        return daily_error(400, "invalid-request-error", "sip.display_name must be a string")
+    count = sip.get("num_endpoints", 1)
+    if type(count) is not int or not 1 <= count <= 5:
+        return daily_error(400, "invalid-request-error", "sip.num_endpoints must be 1-5")
+    return None
+
+
+def _endpoints(sip_uri: Any) -> list[str]:
+    if not isinstance(sip_uri, dict):
+        return []
+    return [sip_uri["endpoint"], *sip_uri.get("extra_endpoints", [])]
 
 
 async def _truncated() -> AsyncIterator[bytes]:
