@@ -4,12 +4,18 @@
 (``stt``, ``llm``, ``tts``), with the persona's language, voice, keyterms and system prompt.
 Keys come from the environment (:data:`config.tiers.PROVIDER_KEY_ENV`) and endpoints from
 settings (``VOXTUTOR_*_BASE_URL``), so tests reach loopback fakes of each provider's API.
+
+A link with a backup behind it (``has_backup``) gets SDK clients with ``max_retries=0``: the
+OpenAI and Anthropic SDKs otherwise retry a 429/5xx/dropped connection twice (0.5 s, 1 s)
+before Pipecat sees an error, hiding the fault from the failover group, whose policy
+(:class:`processors.failover.FailoverPolicy`) should be the only retry layer. The last link
+of a chain keeps the SDK's retries: nothing stands behind it.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Any, Literal
 
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transcriptions.language import Language
@@ -45,6 +51,24 @@ def _key(link: Link) -> str:
     return value
 
 
+def _max_retries(has_backup: bool) -> dict[str, Any]:
+    """``{"max_retries": 0}`` for a link with a backup, else nothing (the SDK's default)."""
+    return {"max_retries": 0} if has_backup else {}
+
+
+def _without_sdk_retries(service: FrameProcessor, has_backup: bool) -> FrameProcessor:
+    """Rebuild an OpenAI-SDK service's client with ``max_retries=0`` if the link has a backup.
+
+    Pipecat 1.14's OpenAI STT, LLM and TTS services build their ``AsyncOpenAI`` client in
+    ``__init__`` (``self._client``) and take no retry setting; ``with_options`` copies the
+    client with the same key, URL and HTTP client.
+    """
+    client = getattr(service, "_client", None)
+    if has_backup and client is not None and hasattr(client, "with_options"):
+        service._client = client.with_options(max_retries=0)  # type: ignore[attr-defined]
+    return service
+
+
 def _websocket_url(url: str) -> str:
     """``http(s)://`` → ``ws(s)://`` (Deepgram's speak websocket takes a ws base URL)."""
     if url.startswith("https://"):
@@ -54,8 +78,12 @@ def _websocket_url(url: str) -> str:
     return url
 
 
-def build_stt(link: Link, persona: Persona, settings: Settings) -> FrameProcessor:
+def build_stt(
+    link: Link, persona: Persona, settings: Settings, *, has_backup: bool = False
+) -> FrameProcessor:
     """The STT service for ``link`` (16-bit PCM in at the pipeline rate, transcripts out).
+
+    ``has_backup``: another link follows in the chain (SDK retries off, see the module doc).
 
     Raises:
         TierError: the provider's key is missing or the provider has no STT.
@@ -84,7 +112,7 @@ def build_stt(link: Link, persona: Persona, settings: Settings) -> FrameProcesso
     if link.provider == "openai":
         from pipecat.services.openai.stt import OpenAISTTService
 
-        return OpenAISTTService(
+        stt = OpenAISTTService(
             api_key=_key(link),
             base_url=settings.openai_base_url,
             settings=OpenAISTTService.Settings(
@@ -94,11 +122,18 @@ def build_stt(link: Link, persona: Persona, settings: Settings) -> FrameProcesso
                 prompt=", ".join(persona.stt_keyterms) or None,
             ),
         )
+        return _without_sdk_retries(stt, has_backup)
     raise TierError(f"{link.provider} has no STT service")
 
 
 def build_llm(
-    link: Link, persona: Persona, settings: Settings, *, local_base_url: str, level: str | None
+    link: Link,
+    persona: Persona,
+    settings: Settings,
+    *,
+    local_base_url: str,
+    level: str | None,
+    has_backup: bool = False,
 ) -> FrameProcessor:
     """The LLM service for ``link``, carrying the persona's system prompt for ``level``.
 
@@ -108,6 +143,7 @@ def build_llm(
         settings: Reply cap (``llm_max_tokens``) and endpoints.
         local_base_url: The local tier's OpenAI-compatible server (``local`` links).
         level: The learner's CEFR level, or ``None`` for the persona default.
+        has_backup: Another link follows in the chain (SDK retries off, see the module doc).
 
     Raises:
         TierError: the provider's key is missing or the provider has no LLM.
@@ -116,11 +152,11 @@ def build_llm(
     if link.provider == "local":
         from pipelines.local import build_llm as build_local_llm
 
-        return build_local_llm(settings, local_base_url, system)
+        return _without_sdk_retries(build_local_llm(settings, local_base_url, system), has_backup)
     if link.provider == "openai":
         from pipecat.services.openai.llm import OpenAILLMService
 
-        return OpenAILLMService(
+        llm = OpenAILLMService(
             api_key=_key(link),
             base_url=settings.openai_base_url,
             settings=OpenAILLMService.Settings(
@@ -130,6 +166,7 @@ def build_llm(
                 temperature=0.3,
             ),
         )
+        return _without_sdk_retries(llm, has_backup)
     if link.provider == "anthropic":
         from anthropic import AsyncAnthropic
         from pipecat.services.anthropic.llm import AnthropicLLMService
@@ -138,7 +175,9 @@ def build_llm(
         return AnthropicLLMService(
             api_key=key,
             # Pipecat builds its own client without a base URL; pass one that has it.
-            client=AsyncAnthropic(api_key=key, base_url=settings.anthropic_base_url),
+            client=AsyncAnthropic(
+                api_key=key, base_url=settings.anthropic_base_url, **_max_retries(has_backup)
+            ),
             settings=AnthropicLLMService.Settings(
                 model=link.model,
                 system_instruction=system,
@@ -149,8 +188,12 @@ def build_llm(
     raise TierError(f"{link.provider} has no LLM service")
 
 
-def build_tts(link: Link, persona: Persona, settings: Settings) -> FrameProcessor:
+def build_tts(
+    link: Link, persona: Persona, settings: Settings, *, has_backup: bool = False
+) -> FrameProcessor:
     """The TTS service for ``link`` speaking the persona's language with the link's voice.
+
+    ``has_backup``: another link follows in the chain (SDK retries off, see the module doc).
 
     Raises:
         TierError: the key is missing, or the link has no voice for the persona's language.
@@ -171,11 +214,12 @@ def build_tts(link: Link, persona: Persona, settings: Settings) -> FrameProcesso
     if link.provider == "openai":
         from pipecat.services.openai.tts import OpenAITTSService
 
-        return OpenAITTSService(
+        tts = OpenAITTSService(
             api_key=_key(link),
             base_url=settings.openai_base_url,
             settings=OpenAITTSService.Settings(model=link.model, voice=voice),
         )
+        return _without_sdk_retries(tts, has_backup)
     if link.provider == "deepgram":
         from pipecat.services.deepgram.tts import DeepgramTTSService
 
@@ -205,14 +249,25 @@ def build_link(
     *,
     local_base_url: str = "",
     level: str | None = None,
+    has_backup: bool = False,
 ) -> FrameProcessor:
     """Build the service for one link of a ``role`` chain (dispatches to the builders above).
+
+    ``has_backup``: another link follows the link in its chain; its OpenAI/Anthropic SDK
+    client is then built with ``max_retries=0`` (see the module docstring).
 
     Raises:
         TierError: as the role's builder.
     """
     if role == "stt":
-        return build_stt(link, persona, settings)
+        return build_stt(link, persona, settings, has_backup=has_backup)
     if role == "llm":
-        return build_llm(link, persona, settings, local_base_url=local_base_url, level=level)
-    return build_tts(link, persona, settings)
+        return build_llm(
+            link,
+            persona,
+            settings,
+            local_base_url=local_base_url,
+            level=level,
+            has_backup=has_backup,
+        )
+    return build_tts(link, persona, settings, has_backup=has_backup)

@@ -3,7 +3,8 @@
 :class:`SessionQuota` watches completed turns. At 80 % of a limit the learner gets one
 RTVI server message (``{"type": "quota-warning", ...}``); when the limit is reached the bot
 finishes its answer, says one line in the persona's language plus its farewell, and the
-session ends (``EndFrame``) — politely, by voice, never mid-sentence.
+session ends (``EndFrame``) — politely, by voice, never mid-sentence. A speech-to-speech
+session has no TTS: it says the line through its ``say_goodbye`` (``pipelines.realtime``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class SessionQuota:
         farewell: The persona's goodbye, spoken after the closing line.
         queue_frames: The worker's ``queue_frames`` (frames enter at the pipeline's start).
         on_limit: Awaited once with the quota name when the session is being ended.
+        say_goodbye: Awaited with the closing line to say it and end the session (a
+            session's ``say_goodbye``); ``None`` queues ``TTSSpeakFrame`` and ``EndFrame``.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class SessionQuota:
         farewell: str,
         queue_frames: Callable[[Sequence[Frame]], Awaitable[None]],
         on_limit: Callable[[str], Awaitable[None]] | None = None,
+        say_goodbye: Callable[[str], Awaitable[None]] | None = None,
     ):
         self._limits = {"exchanges_per_session": exchanges, "tts_chars_per_month": tts_characters}
         self._used = {"exchanges_per_session": 0, "tts_chars_per_month": 0}
@@ -58,6 +62,7 @@ class SessionQuota:
         self._closing = f"{LIMIT_REACHED.get(language, LIMIT_REACHED['en'])} {farewell}"
         self._queue_frames = queue_frames
         self._on_limit = on_limit
+        self._say_goodbye = say_goodbye
         self.ended_by: str | None = None
 
     @property
@@ -100,12 +105,11 @@ class SessionQuota:
         logger.info(f"quota {name} reached ({used} of {limit}): ending the session")
         if self._on_limit is not None:
             await self._on_limit(name)
-        await self._queue_frames(
-            [
-                RTVIServerMessageFrame(
-                    data={"type": "quota-reached", "quota": name, "used": used, "limit": limit}
-                ),
-                TTSSpeakFrame(self._closing),
-                EndFrame(),
-            ]
+        reached = RTVIServerMessageFrame(
+            data={"type": "quota-reached", "quota": name, "used": used, "limit": limit}
         )
+        if self._say_goodbye is None:
+            await self._queue_frames([reached, TTSSpeakFrame(self._closing), EndFrame()])
+            return
+        await self._queue_frames([reached])
+        await self._say_goodbye(self._closing)

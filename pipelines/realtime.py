@@ -12,13 +12,21 @@ Session` as the cascaded one; a dead provider connection ends it (``services.ope
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipecat.frames.frames import LLMMessagesAppendFrame
+from loguru import logger
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    EndFrame,
+    Frame,
+    LLMMessagesAppendFrame,
+)
 from pipecat.observers.base_observer import BaseObserver
-from pipecat.pipeline.worker import ProcessorUnusablePolicy
+from pipecat.pipeline.worker import PipelineWorker, ProcessorUnusablePolicy
 from pipecat.processors.aggregators.llm_context import LLMContext, LLMContextMessage
 from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
@@ -42,6 +50,42 @@ from services.openai_realtime import DEFAULT_READY_TIMEOUT_S, RealtimeLLMService
 
 REALTIME_SAMPLE_RATE = 24000
 """Hz; the Realtime API's PCM format both ways (other input rates are resampled by Pipecat)."""
+GOODBYE_TIMEOUT_S = 12.0
+"""Longest wait for a farewell to be spoken before the session ends anyway, seconds (the
+server kills a session ``sessions.supervisor.END_GRACE_S`` = 20 s after asking it to end)."""
+
+
+class BotSpeech:
+    """Counts the bot's utterances, to tell when a farewell has been spoken.
+
+    Their ``BotStartedSpeakingFrame`` and ``BotStoppedSpeakingFrame`` are counted when they
+    reach the end of the pipeline (the worker's ``on_frame_reached_downstream`` event).
+
+    Args:
+        worker: The session's worker.
+    """
+
+    def __init__(self, worker: PipelineWorker) -> None:
+        self.started = 0
+        """Utterances begun so far."""
+        self.stopped = 0
+        """Utterances ended so far (played out, or cut off by a barge-in)."""
+        self._changed = asyncio.Event()
+        worker.add_reached_downstream_filter((BotStartedSpeakingFrame, BotStoppedSpeakingFrame))
+        worker.add_event_handler("on_frame_reached_downstream", self._on_frame)
+
+    async def _on_frame(self, _worker: Any, frame: Frame) -> None:
+        if isinstance(frame, BotStartedSpeakingFrame):
+            self.started += 1
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self.stopped += 1
+        self._changed.set()
+
+    async def utterance_after(self, started: int) -> None:
+        """Return once an utterance begun after the first ``started`` ones has ended."""
+        while not (self.started > started and self.stopped >= self.started):
+            self._changed.clear()
+            await self._changed.wait()
 
 
 @dataclass
@@ -51,10 +95,13 @@ class RealtimeSession(Session):
     Attributes:
         llm: The realtime service.
         tool_calls: Every call of a persona tool, in order.
+        bot_speech: The bot's utterances so far (when a farewell has been spoken).
     """
 
     llm: RealtimeLLMService | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
+    bot_speech: BotSpeech | None = None
+    _goodbye: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     async def greet(self) -> None:
         """Ask the model to open with the persona's greeting; it is spoken and recorded."""
@@ -64,7 +111,7 @@ class RealtimeSession(Session):
         """Ask the model to say ``text`` now (there is no TTS to hand a ``TTSSpeakFrame`` to).
 
         It is spoken in the model's voice and recorded as a bot turn. To end the session
-        after it (a farewell), wait for the bot to stop speaking before queueing ``EndFrame``.
+        after it (a farewell), use :meth:`say_goodbye`.
         """
         assert self.llm is not None
         message: LLMContextMessage = {"role": "developer", "content": say_request(text)}
@@ -72,6 +119,29 @@ class RealtimeSession(Session):
         # append; past the service it reaches the assistant aggregator, which asks for the
         # response once the bot is not speaking (Pipecat's realtime append path).
         await self.llm.queue_frame(LLMMessagesAppendFrame([message], run_llm=True))
+
+    async def say_goodbye(self, text: str, timeout_s: float = GOODBYE_TIMEOUT_S) -> None:
+        """Say ``text`` (a farewell), then end the session once the bot has stopped speaking.
+
+        Returns at once: the wait for the farewell's ``BotStoppedSpeakingFrame`` (at most
+        ``timeout_s`` seconds, then the session ends anyway) runs in a task, since callers
+        such as :class:`pipelines.quota.SessionQuota` run inside the pipeline's observers. A
+        second call while a farewell is under way does nothing.
+        """
+        if self._goodbye is not None:
+            return
+        assert self.bot_speech is not None
+        before = self.bot_speech.started
+        await self.say(text)
+        self._goodbye = asyncio.create_task(self._end_after(before, timeout_s), name="goodbye")
+
+    async def _end_after(self, utterances: int, timeout_s: float) -> None:
+        assert self.bot_speech is not None
+        try:
+            await asyncio.wait_for(self.bot_speech.utterance_after(utterances), timeout_s)
+        except TimeoutError:
+            logger.warning(f"farewell not spoken within {timeout_s:g} s: ending the session")
+        await self.worker.queue_frames([EndFrame()])
 
 
 def realtime_instructions(persona: Persona, level: str | None = None) -> str:
@@ -208,4 +278,5 @@ def build_realtime_session(
         processors=processors,
         llm=llm,
         tool_calls=tool_calls,
+        bot_speech=BotSpeech(worker),
     )

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
-from pipecat.frames.frames import TTSSpeakFrame
+from pipecat.frames.frames import EndFrame, TTSSpeakFrame
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
 from pipecat.pipeline.pipeline import Pipeline
@@ -61,6 +61,10 @@ class Session:
     async def greet(self) -> None:
         """Queue the persona's greeting; it is spoken and appended to the context."""
         await self.worker.queue_frames([TTSSpeakFrame(self.persona.greeting)])
+
+    async def say_goodbye(self, text: str) -> None:
+        """Say ``text`` (a farewell), then end the session once it has been spoken."""
+        await self.worker.queue_frames([TTSSpeakFrame(text), EndFrame()])
 
 
 def _group(part: FrameProcessor | Sequence[FrameProcessor]) -> list[FrameProcessor]:

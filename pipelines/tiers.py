@@ -4,11 +4,13 @@ For each role the tier's chain (``config/tiers.yaml``) is narrowed to the links 
 now (key set, voice for the persona's language), each link becomes a real Pipecat service
 (:mod:`pipelines.providers`) and a chain of more than one becomes a failover group
 (:mod:`processors.failover`) that switches on any provider fault and replays what was lost.
+Every link with a backup behind it is built without its SDK's own retries
+(:func:`pipelines.providers.build_link`), so the group's policy is the only retry layer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from loguru import logger
@@ -18,9 +20,22 @@ from config.personas import Persona
 from config.settings import Settings
 from config.tiers import Link, Tier, TierError, get_tier
 from pipelines.providers import Role, build_link
+from processors.failover import (
+    FailoverPolicy,
+    OnSwitch,
+    failover_llm,
+    failover_stt,
+    failover_tts,
+)
 
-OnSwitch = Callable[[str, str, str, str], Awaitable[None]]
-"""``on_switch(role, from_provider, to_provider, reason)``: awaited once per failover."""
+__all__ = ["OnSwitch", "TierServices", "build_tier_services"]
+
+_GROUPS: dict[str, Callable[..., list[FrameProcessor]]] = {
+    "stt": failover_stt,
+    "llm": failover_llm,
+    "tts": failover_tts,
+}
+"""The failover group builder per role (:mod:`processors.failover`)."""
 
 
 @dataclass
@@ -51,16 +66,22 @@ def _chain(
     local_base_url: str,
     level: str | None,
 ) -> list[tuple[str, FrameProcessor]]:
+    """Build each link of a chain as ``(provider, service)``, primary first.
+
+    Every link but the last has a backup, so its SDK client is built without retries.
+    """
     built: list[tuple[str, FrameProcessor]] = []
-    for link in links:
-        built.append(
-            (
-                link.provider,
-                build_link(
-                    role, link, persona, settings, local_base_url=local_base_url, level=level
-                ),
-            )
+    for i, link in enumerate(links):
+        service = build_link(
+            role,
+            link,
+            persona,
+            settings,
+            local_base_url=local_base_url,
+            level=level,
+            has_backup=i < len(links) - 1,
         )
+        built.append((link.provider, service))
     return built
 
 
@@ -72,16 +93,21 @@ def build_tier_services(
     local_base_url: str = "",
     level: str | None = None,
     on_switch: OnSwitch | None = None,
+    policy: FailoverPolicy | None = None,
 ) -> TierServices:
     """Build the STT, LLM and TTS of a cascaded tier for ``persona``.
 
     Args:
         tier_name: A tier of ``config/tiers.yaml`` with ``kind: pipeline``.
         persona: The tutor or examiner (language, voice choice, keyterms, prompt).
-        settings: Endpoints, model home, failover policy.
+        settings: Endpoints and model home.
         local_base_url: The local LLM server (needed when a chain has a ``local`` LLM).
         level: The learner's CEFR level, or ``None`` for the persona default.
-        on_switch: Awaited once per failover (the session stores it as an event).
+        on_switch: Awaited with ``(role, from_provider, to_provider, reason)`` once per
+            switch of any group (the session process stores it as a ``provider_switch``
+            event); may also be set later on each group (``group.on_switch``).
+        policy: When a provider counts as faulty (default :class:`FailoverPolicy`: 5 s TTFB
+            watchdog, 20 s cap per request, 429 backoff 1/2/4 s, 60 s cool-down).
 
     Raises:
         TierError: unknown tier, a speech-to-speech tier, a missing primary key, or a role
@@ -104,7 +130,7 @@ def build_tier_services(
             logger.info(f"{tier.name} {role}: left out {skipped} (no key or no voice)")
         chain = _chain(role, links, persona, settings, local_base_url=local_base_url, level=level)
         providers[role] = [name for name, _ in chain]
-        groups[role] = _assemble(role, chain, settings, on_switch)
+        groups[role] = _assemble(role, chain, policy or FailoverPolicy(), on_switch)
     return TierServices(
         tier=tier, stt=groups["stt"], llm=groups["llm"], tts=groups["tts"], providers=providers
     )
@@ -112,16 +138,14 @@ def build_tier_services(
 
 def _assemble(
     role: Role,
-    chain: list[tuple[str, FrameProcessor]],
-    settings: Settings,
+    chain: Sequence[tuple[str, FrameProcessor]],
+    policy: FailoverPolicy,
     on_switch: OnSwitch | None,
 ) -> list[FrameProcessor]:
-    """One service as it is; several behind Pipecat's failover ``ServiceSwitcher``."""
-    if len(chain) == 1:
-        return [chain[0][1]]
-    from pipecat.pipeline.service_switcher import (
-        ServiceSwitcher,
-        ServiceSwitcherStrategyFailover,
-    )
+    """One service as it is; several behind our failover group for ``role``.
 
-    return [ServiceSwitcher([s for _, s in chain], ServiceSwitcherStrategyFailover)]
+    The group (a ``FailoverSwitcher``; for the LLM also Pipecat's ``LLMSwitcher``) switches on
+    any fault of the active provider, replays what was lost on the next one, sends the client
+    one RTVI ``provider-switch`` message and awaits ``on_switch`` once per switch.
+    """
+    return _GROUPS[role](chain, policy, on_switch)

@@ -21,6 +21,12 @@ websocket drops mid-sentence (Cartesia reconnects without an error) or the paylo
 (Deepgram logs it), so a short context is the only sign of a cut. The sentence's text frames
 (``TTSTextFrame``, word progress) are held until then, so the assistant context and the
 client's transcript get each sentence once, from whichever provider finished it.
+
+A ``TTSSpeakFrame`` spoken outside an LLM turn (the greeting, a farewell) is committed to the
+context by the ``LLMAssistantPushAggregationFrame`` Pipecat pushes as its context stops,
+right *before* the ``TTSStoppedFrame``. It is held with the sentence's text, or it would
+overtake the held text and the assistant aggregator would close an empty turn (the greeting
+would be spoken but never recorded); a replay drops it, and the backup pushes its own.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from pipecat.frames.frames import (
     AggregatedTextFrame,
     AggregatedTextProgressFrame,
     Frame,
+    LLMAssistantPushAggregationFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
     LLMTextFrame,
@@ -110,6 +117,13 @@ class TTSTracker(Tracker):
         if isinstance(frame, TTSTextFrame | AggregatedTextProgressFrame):
             item = self._by_context(frame.context_id)
             if item is None:
+                return Outlet([frame])
+            item.held.append(frame)
+            return Outlet([])
+        if isinstance(frame, LLMAssistantPushAggregationFrame):
+            # Pushed as the sentence's context stops (see the module docstring).
+            item = self.first_work()
+            if item is None or item.context_id is None:
                 return Outlet([frame])
             item.held.append(frame)
             return Outlet([])

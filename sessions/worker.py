@@ -9,7 +9,8 @@ waits for the browser's SDP offer relayed by the server. The offer creates the S
 connection and the pipeline starts (a ``daily`` session's bot instead joins its Daily room with
 the meeting token in the spec: :func:`transports.daily.daily_bot_transport`); each turn is
 written to the store when it completes, so a crash loses nothing already said. An ``end``
-request makes the bot say goodbye first.
+request makes the bot say goodbye first. A speech-to-speech tier (``realtime``) has no services
+to load: its session is built by :mod:`sessions.realtime_worker`.
 See :mod:`sessions.protocol` for the messages.
 """
 
@@ -28,6 +29,8 @@ from sessions.protocol import SessionSpec
 if TYPE_CHECKING:
     from config.personas import Persona
     from config.settings import Settings
+    from processors.failover import OnSwitch
+    from store import Store
     from transports.phone import PhoneEndpoint
 
 
@@ -94,7 +97,6 @@ async def run_spare() -> int:
 
 async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     """Run one session to its end; return the process exit status (0 on a normal end)."""
-    from pipecat.frames.frames import EndFrame, TTSSpeakFrame
     from pipecat.transports.base_transport import BaseTransport, TransportParams
     from pipecat.transports.smallwebrtc.request_handler import (
         ConnectionMode,
@@ -111,16 +113,27 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     from observers.turn_recorder import TurnRecord
     from observers.usage_meter import usage_observer
     from pipelines.quota import SessionQuota
-    from pipelines.session import build_session
+    from pipelines.session import Session, build_session
     from pipelines.tiers import build_tier_services
+    from sessions.realtime_worker import build_worker_realtime_session, is_speech_to_speech
     from store import Store
 
     channel = channel or _Channel()
     settings = get_settings()
     persona = load_persona(spec.persona)
     store = await Store.open(spec.database_url, migrate=False)
-    services = build_tier_services(
-        spec.tier, persona, settings, local_base_url=spec.llm_base_url, level=spec.cefr_level
+    # A speech-to-speech tier has no STT, LLM and TTS: sessions.realtime_worker builds it.
+    services = (
+        None
+        if is_speech_to_speech(spec.tier)
+        else build_tier_services(
+            spec.tier,
+            persona,
+            settings,
+            local_base_url=spec.llm_base_url,
+            level=spec.cefr_level,
+            on_switch=provider_switch_recorder(store, spec.session_id),
+        )
     )
     handler = SmallWebRTCRequestHandler(connection_mode=ConnectionMode.SINGLE)
     runner = WorkerRunner(handle_sigint=False)
@@ -149,18 +162,24 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
                 params=TransportParams(audio_in_enabled=True, audio_out_enabled=True),
             )
         )
-        session = build_session(
-            persona,
-            stt=services.stt,
-            llm=services.llm,
-            tts=services.tts,
-            transport=transport,
-            settings=settings,
-            idle_timeout_secs=spec.idle_timeout_s,
-            on_turn=on_turn,
-            observers=[usage_observer(store, spec.session_id, services)],
-            **phone,
-        )
+        session: Session
+        if services is None:
+            session = build_worker_realtime_session(
+                spec, persona, settings, store, transport, on_turn=on_turn, **phone
+            )
+        else:
+            session = build_session(
+                persona,
+                stt=services.stt,
+                llm=services.llm,
+                tts=services.tts,
+                transport=transport,
+                settings=settings,
+                idle_timeout_secs=spec.idle_timeout_s,
+                on_turn=on_turn,
+                observers=[usage_observer(store, spec.session_id, services)],
+                **phone,
+            )
         session_box["session"] = session
         session_box["quota"] = SessionQuota(
             exchanges=spec.exchange_limit,
@@ -169,6 +188,7 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
             farewell=persona.farewell_text,
             queue_frames=session.worker.queue_frames,
             on_limit=on_quota_limit,
+            say_goodbye=session.say_goodbye,
         )
 
         @transport.event_handler("on_client_connected")
@@ -216,9 +236,7 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
                     session = session_box.get("session")
                     if session is None:
                         break
-                    await session.worker.queue_frames(
-                        [TTSSpeakFrame(persona.farewell_text), EndFrame()]
-                    )
+                    await session.say_goodbye(persona.farewell_text)
                 else:
                     raise ValueError(f"unknown op {op!r}")
             except Exception as e:  # a bad request must not kill the session
@@ -252,6 +270,25 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
         await phone.close()
     await store.close()
     return 0
+
+
+def provider_switch_recorder(store: Store, session_id: str) -> OnSwitch:
+    """The ``on_switch`` of a session's failover groups: each switch becomes a session event.
+
+    Each call stores one ``provider_switch`` row (:mod:`store.events`) with data ``{"role",
+    "from", "to", "reason"}`` in its own transaction, so a crash later loses none.
+
+    Args:
+        store: The session process's store.
+        session_id: The session the events belong to.
+    """
+    from store.events import PROVIDER_SWITCH
+
+    async def on_switch(role: str, old: str, new: str, reason: str) -> None:
+        data = {"role": role, "from": old, "to": new, "reason": reason}
+        await store.add_session_event(session_id, PROVIDER_SWITCH, data)
+
+    return on_switch
 
 
 async def _phone_endpoint(

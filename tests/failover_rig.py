@@ -37,6 +37,7 @@ from config.personas import load_persona
 from config.settings import Settings
 from pipelines.session import Session, build_session
 from processors.failover import FailoverPolicy
+from processors.failover_llm import CONTINUE_PROMPT
 from store import Store
 from store.events import PROVIDER_SWITCH, SessionEventInfo
 from tests.fakes import IdleInputTransport, ScriptedTransport
@@ -53,6 +54,22 @@ SENTENCES = [
 POLICY = replace(FailoverPolicy().scaled(0.1), max_chars_per_audio_s=250.0)
 """The issue's policy at a tenth (TTFB 0.5 s, cap 2 s, backoff 0.1/0.2/0.4 s, cool-down 6 s);
 the fakes speak 8 ms per character, so a whole sentence needs 250 characters/s."""
+
+
+def message_text(content: Any) -> str:
+    """The text of a chat message's ``content`` (a string, or a list of text parts)."""
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content)
+
+
+def reply(body: dict[str, Any]) -> str:
+    """The LLM fakes' reply: REPLY, or the rest of it when a backup is asked to continue."""
+    messages = body["messages"]
+    if message_text(messages[-1]["content"]) == CONTINUE_PROMPT:
+        partial = message_text(messages[-2]["content"])
+        return REPLY[len(partial) :] if REPLY.startswith(partial) else REPLY
+    return REPLY
 
 
 def user_says(text: str) -> list[Frame]:

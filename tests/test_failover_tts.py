@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 
 import pytest
+from pipecat.frames.frames import TTSSpeakFrame
 
 from processors.failover import failover_tts
 from services.text_only_tts import TextOnlyTTSService
@@ -147,3 +148,24 @@ async def test_a_barge_in_during_a_stalled_sentence_drops_it_instead_of_replayin
     assert run.watch.sentences == [S1, *SENTENCES]
     assert backup.requests == [] and run.watch.notices == [] and run.events == []
     assert run.assistant()[-1] == REPLY
+
+
+GREETING = "Ahoj, jsem tvoje lektorka. O čem si dnes povíme?"
+
+
+@pytest.mark.parametrize("fault", [None, Fault.SERVER])
+async def test_a_greeting_outside_an_llm_turn_is_recorded_once_as_a_bot_turn(tmp_path, fault):
+    # A TTSSpeakFrame outside an LLM turn is committed by the TTS's push-aggregation frame,
+    # which must not overtake the sentence's text held by the group.
+    primary, backup, _, group = chain()
+    if fault is not None:
+        primary.inject(fault, after=2)
+    run = await run_session(
+        tmp_path, [[TTSSpeakFrame(GREETING)], 1.5], llm=ScriptedLLM(REPLY), tts=group
+    )
+    assert run.watch.sentences == [GREETING]
+    messages = run.session.context.get_messages()
+    assert messages[-1] == {"role": "assistant", "content": GREETING}
+    assert [m.get("content") for m in messages if isinstance(m, dict)].count(GREETING) == 1
+    assert [(t.role, t.text) for t in run.session.recorder.turns] == [("bot", GREETING)]
+    assert backup.requests == ([GREETING] if fault else [])

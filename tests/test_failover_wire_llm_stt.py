@@ -36,7 +36,7 @@ from pipecat.tests.utils import SleepFrame, run_test
 
 from processors.failover import failover_llm, failover_stt
 from processors.failover_llm import CONTINUE_PROMPT
-from tests.failover_rig import POLICY, REPLY
+from tests.failover_rig import POLICY, REPLY, message_text, reply
 from tests.providers import ws_faults
 from tests.providers.anthropic_fake import AnthropicFake
 from tests.providers.base import Fault
@@ -44,21 +44,6 @@ from tests.providers.deepgram_fake import DeepgramFake
 from tests.providers.openai_fake import OpenAIFake
 
 RATE = 16000
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content)
-
-
-def reply(body: dict[str, Any]) -> str:
-    """The fakes' reply: REPLY, or the rest of it when asked to continue a partial reply."""
-    messages = body["messages"]
-    if _text(messages[-1]["content"]) == CONTINUE_PROMPT:
-        partial = _text(messages[-2]["content"])
-        return REPLY[len(partial) :] if REPLY.startswith(partial) else REPLY
-    return REPLY
 
 
 def notices(down: list) -> list[dict]:
@@ -116,10 +101,10 @@ async def test_anthropic_fault_is_taken_over_by_openai_and_the_reply_comes_out_o
     assert "".join(f.text for f in down if isinstance(f, LLMTextFrame)) == REPLY
     [body] = bodies
     if after:  # cut mid-reply: the backup was asked to continue the words already out
-        assert _text(body["messages"][-1]["content"]) == CONTINUE_PROMPT
-        assert REPLY.startswith(_text(body["messages"][-2]["content"]))
+        assert message_text(body["messages"][-1]["content"]) == CONTINUE_PROMPT
+        assert REPLY.startswith(message_text(body["messages"][-2]["content"]))
     else:
-        assert _text(body["messages"][-1]["content"]) == "What first?"
+        assert message_text(body["messages"][-1]["content"]) == "What first?"
     assert local.served("chat") == []
     assert notices(down) == [
         {

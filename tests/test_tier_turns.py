@@ -117,6 +117,7 @@ async def test_deepgram_tiers_turn_with_keyterms(
         by_cartesia = [t for c in cartesia.contexts for t in c.transcripts]
 
     turns = [(t.role, t.text) for t in result.turns]
+    assert turns[0][0] == "bot"  # the greeting, spoken outside an LLM turn, is recorded too
     assert ("learner", TRANSCRIPT) in turns
     assert turns[-1] == ("bot", REPLY)
     # Nova-3 with the examiner's keyterms (seed 003 §10) on the listen websocket.
