@@ -19,6 +19,7 @@ import uvicorn
 from playwright.async_api import async_playwright
 
 from config.settings import Settings
+from config.tiers import get_tier, load_tiers
 from server import create_app
 from services.llama_server import free_port
 from store import Store
@@ -60,7 +61,11 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-async def test_browser_room_talks_to_the_tutor(tmp_path, mic_wav, chromium):
+async def test_browser_room_talks_to_the_tutor(tmp_path, mic_wav, chromium, monkeypatch):
+    # One exchange per session, so the page must also show the server's quota notice.
+    local = get_tier("local")
+    one = local.quotas.model_copy(update={"exchanges_per_session": 1})
+    monkeypatch.setitem(load_tiers(), "local", local.model_copy(update={"quotas": one}))
     settings = Settings(
         llm_model="qwen2.5-coder-0.5b",
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'vox.db'}",
@@ -96,6 +101,8 @@ async def test_browser_room_talks_to_the_tutor(tmp_path, mic_wav, chromium):
             await page.wait_for_selector("text=Connected", timeout=30_000)
             turns = await wait_for_reply(settings.store_url, 90)
             await asyncio.sleep(3)  # let the reply's text reach the page
+            await page.wait_for_selector(".turn.notice", timeout=15_000)
+            notices = await page.locator(".turn.notice").all_inner_texts()
             learner = await page.locator(".turn.learner").all_inner_texts()
             bots = await page.locator(".turn.bot").all_inner_texts()
             await asyncio.to_thread(ARTIFACTS.mkdir, parents=True, exist_ok=True)
@@ -113,6 +120,9 @@ async def test_browser_room_talks_to_the_tutor(tmp_path, mic_wav, chromium):
         assert learner and "young man" in " ".join(learner).lower(), learner
         assert reply.text.split()[0] in " ".join(bots[1:]), (reply.text, bots)
         assert received == "live"
+        assert notices == [
+            "Limit reached: 1 of 1 exchanges this session. The tutor is saying goodbye."
+        ]
     finally:
         server.should_exit = True
         await serving

@@ -32,6 +32,21 @@ function addLine(role, text, partial) {
 
 let botLine = null;
 
+const ROLES = { stt: "speech recognition", llm: "tutor model", tts: "tutor voice" };
+const QUOTAS = { exchanges_per_session: "exchanges this session", tts_chars_per_month: "voice characters this month" };
+
+// The server's own messages (RTVI server-message): provider switches and quota notices.
+function notice(d) {
+  if (d.type === "provider-switch") {
+    return `The ${ROLES[d.role] || d.role} switched from ${d.from} to ${d.to} (${d.reason}); the conversation goes on.`;
+  } else if (d.type === "quota-warning") {
+    return `You have used ${d.used} of ${d.limit} ${QUOTAS[d.quota] || d.quota}.`;
+  } else if (d.type === "quota-reached") {
+    return `Limit reached: ${d.used} of ${d.limit} ${QUOTAS[d.quota] || d.quota}. The tutor is saying goodbye.`;
+  }
+  return null;
+}
+
 function onRtvi(msg) {
   if (msg.label !== "rtvi-ai") return;
   const d = msg.data || {};
@@ -40,6 +55,12 @@ function onRtvi(msg) {
     botLine = null;
   } else if (msg.type === "bot-started-speaking") {
     botLine = null;
+  } else if (msg.type === "server-message" && notice(d)) {
+    const line = document.createElement("div");
+    line.className = "turn notice";
+    line.setAttribute("role", "alert");
+    line.textContent = notice(d);
+    $("transcript").appendChild(line);
   } else if (msg.type === "bot-output" && d.spoken && d.text) {
     // One line per bot turn; each sentence is appended once it has been spoken, so a
     // barge-in leaves exactly what the learner heard.
