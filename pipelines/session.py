@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
-from pipecat.frames.frames import EndFrame, TTSSpeakFrame
+from pipecat.frames.frames import EndFrame, Frame, InputAudioRawFrame, TTSSpeakFrame
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
 from pipecat.pipeline.pipeline import Pipeline
@@ -25,6 +25,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregatorParams,
 )
 from pipecat.processors.aggregators.llm_text_processor import LLMTextProcessor
+from pipecat.processors.filters.function_filter import FunctionFilter
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
@@ -32,7 +33,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from config.personas import Persona
 from config.settings import Settings
 from observers.turn_recorder import TurnRecord, TurnRecorderObserver
-from pipelines.turn_taking import turn_strategies
+from pipelines.turn_taking import InlineSileroVADAnalyzer, turn_strategies
 from processors.sentence_aggregator import SentenceAggregator
 
 
@@ -71,6 +72,21 @@ def _group(part: FrameProcessor | Sequence[FrameProcessor]) -> list[FrameProcess
     return [part] if isinstance(part, FrameProcessor) else list(part)
 
 
+async def _not_input_audio(frame: Frame) -> bool:
+    return not isinstance(frame, InputAudioRawFrame)
+
+
+def input_audio_stop() -> FunctionFilter:
+    """A processor that ends the learner's audio frames' trip down the pipeline.
+
+    Pipecat's user aggregator pushes every ``InputAudioRawFrame`` (50 per second at 20 ms
+    chunks) on downstream, through the LLM, the sentence aggregator, the TTS and the output
+    transport, none of which use it; stopping it right after the aggregator saves those hops
+    (``bench/capacity.py`` prints the CPU per session with and without).
+    """
+    return FunctionFilter(_not_input_audio, filter_system_frames=True)
+
+
 def build_session(
     persona: Persona,
     *,
@@ -86,6 +102,8 @@ def build_session(
     idle_timeout_secs: float | None = 300,
     on_turn: Callable[[TurnRecord], Awaitable[None]] | None = None,
     user_turn_strategies: UserTurnStrategies | None = None,
+    keep_input_audio: bool = False,
+    vad_in_thread: bool = False,
 ) -> Session:
     """Assemble one tutoring session.
 
@@ -109,6 +127,11 @@ def build_session(
         on_turn: Awaited with each turn as soon as it completes (e.g. to store it).
         user_turn_strategies: When a learner turn starts and ends; ``None`` → the persona's
             (:func:`pipelines.turn_taking.turn_strategies`). Phone calls pass their own.
+        keep_input_audio: Let the learner's audio frames go on past the user aggregator
+            (they do anyway when ``recorders`` are given); by default they stop there
+            (:func:`input_audio_stop`).
+        vad_in_thread: Run Silero VAD in a worker thread as Pipecat does; by default it
+            runs on the event loop (:class:`~pipelines.turn_taking.InlineSileroVADAnalyzer`).
 
     Returns:
         The built :class:`Session`; run ``session.worker`` with a ``WorkerRunner``.
@@ -117,7 +140,7 @@ def build_session(
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context,
         user_params=LLMUserAggregatorParams(
-            vad_analyzer=SileroVADAnalyzer(
+            vad_analyzer=(SileroVADAnalyzer if vad_in_thread else InlineSileroVADAnalyzer)(
                 sample_rate=audio_in_sample_rate,
                 params=VADParams(stop_secs=settings.vad_stop_ms / 1000),
             ),
@@ -128,6 +151,8 @@ def build_session(
         transport.input(),
         *_group(stt),
         user_aggregator,
+        # Recorders after the output need the learner's audio; nothing else downstream does.
+        *([] if recorders or keep_input_audio else [input_audio_stop()]),
         *_group(llm),
         LLMTextProcessor(text_aggregator=SentenceAggregator()),
         *_group(tts),

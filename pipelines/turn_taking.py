@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADState
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
@@ -33,6 +35,21 @@ from config.settings import Settings
 
 SMART_TURN_LANGUAGES = frozenset({"en", "de"})
 """Languages smart-turn v3 was trained on among ours (it covers 23, not Czech)."""
+
+
+class InlineSileroVADAnalyzer(SileroVADAnalyzer):
+    """Pipecat's Silero VAD, run on the event loop instead of a worker thread.
+
+    Pipecat hands every input chunk (50 per second at 20 ms) to a one-thread executor. One
+    Silero window (512 samples at 16 kHz, 256 at 8 kHz; ONNX Runtime with one thread) takes
+    a fraction of a millisecond, less than the thread hand-off and the GIL contention it
+    causes, and a chunk shorter than a window needs no inference at all.
+    ``bench/capacity.py`` prints the CPU per session with Pipecat's executor as the baseline.
+    """
+
+    async def analyze_audio(self, buffer: bytes) -> VADState:
+        """Append ``buffer`` (16-bit mono PCM at the analyzer's rate); return the VAD state."""
+        return self._run_analyzer(buffer)
 
 
 class QuietBotVADUserTurnStartStrategy(VADUserTurnStartStrategy):
