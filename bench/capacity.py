@@ -9,7 +9,9 @@ and the largest N without underruns beyond the N=1 baseline, per core.
 
 Targets (issue 3): ≥ 15 sessions per core, ≤ 200 MB RSS per session process.
 
-Usage: ``python -m bench.capacity [--levels 1,4,8,12,16] [--turns 3] [--stack dpe|openai]``
+Usage: ``python -m bench.capacity [--levels 1,4,8,12,16] [--turns 3] [--stack dpe|openai]
+[--variants voxtutor,pipecat]`` (``pipecat``: the baseline pipeline, see
+``bench/capacity_session.py``; with both, the CPU ratio per level is printed).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import os
 import statistics
 import sys
 import tempfile
-import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,53 +77,46 @@ async def run_level(n: int, cfg: dict[str, Any]) -> list[dict[str, Any]]:
     return results
 
 
-async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--levels", default="1,4,8,12,16,24")
-    ap.add_argument("--turns", type=int, default=3)
-    ap.add_argument("--stack", choices=["dpe", "openai"], default="dpe")
-    args = ap.parse_args()
-    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPGRAM_API_KEY", "CARTESIA_API_KEY"):
-        os.environ[name] = "bench-fake-key"  # the fakes accept any key
-    console = Console(width=160)
-    cores = os.cpu_count() or 1
-    fakes, urls = await start_fakes()
-    rows: list[tuple[int, list[dict[str, Any]], float]] = []
-    try:
-        with tempfile.TemporaryDirectory() as home:
-            cfg = {"home": home, "stack": args.stack, "audio": [str(CLIP)], "turns": args.turns}
-            cfg.update(urls)
-            for n in [int(x) for x in args.levels.split(",")]:
-                started = time.monotonic()
-                results = await run_level(n, cfg)
-                rows.append((n, results, time.monotonic() - started))
-                ok = [r for r in results if "error" not in r]
-                console.print(
-                    f"N={n}: {len(ok)}/{n} ok, underruns {sum(r['underruns'] for r in ok)}"
-                )
-    finally:
-        if fakes.stdin is not None:
-            fakes.stdin.close()
-        await fakes.wait()
+Column = tuple[str, Callable[[list[dict[str, Any]]], str]]
+"""An extra table column: header, and the cell computed from a level's good results."""
 
+
+def levels_table(
+    rows: list[tuple[int, list[dict[str, Any]]]], noun: str, extra: Sequence[Column] = ()
+) -> tuple[Table, int, float | None]:
+    """Tabulate benchmark levels; find the largest level without extra underruns.
+
+    Args:
+        rows: ``(N, results)`` per level, in the order run; each result is one process's
+            measurements (``turns``, ``underruns``, ``max_late_ms``, ``latency_ms``,
+            ``rss_mb``, ``pss_mb``, ``cpu_s``, ``wall_s``) or ``{"error": ...}``.
+        noun: What N counts (``sessions``, ``calls``): the first column's header.
+        extra: Columns added after the common ones.
+
+    Returns:
+        The table; the largest N whose processes all finished with no more underruns per
+        process than the first level (0 if none); and that first level's underruns per process
+        (``None`` if it had no result).
+    """
     table = Table(
-        "sessions",
+        noun,
         "ok",
         "turns",
         "underruns",
-        "sessions w/ underruns",
+        f"{noun} w/ underruns",
         "max late ms",
         "v2v median ms",
         "RSS MB (mean/max)",
-        "PSS MB (mean)",
+        "PSS MB (mean/max)",
         "CPU % of a core (running)",
+        *(header for header, _ in extra),
     )
     base_underruns = None
     best = 0
-    for n, results, _wall in rows:
+    for n, results in rows:
         ok = [r for r in results if "error" not in r]
         if not ok:
-            table.add_row(str(n), "0", *["-"] * 8)
+            table.add_row(str(n), f"0/{n}", *["-"] * (8 + len(extra)))
             continue
         under = [r["underruns"] for r in ok]
         per = statistics.mean(under)
@@ -129,9 +124,9 @@ async def main() -> None:
             base_underruns = per
         lat = [r["latency_ms"] for r in ok if r["latency_ms"]]
         rss = [r["rss_mb"] for r in ok]
+        pss = [r["pss_mb"] or 0 for r in ok]
         cpu_share = statistics.mean(r["cpu_s"] / r["wall_s"] * 100 for r in ok)
-        clean = len(ok) == n and per <= base_underruns
-        if clean:
+        if len(ok) == n and per <= base_underruns:
             best = max(best, n)
         table.add_row(
             str(n),
@@ -142,19 +137,84 @@ async def main() -> None:
             f"{max(r['max_late_ms'] for r in ok):.0f}",
             f"{statistics.median(lat):.0f}" if lat else "-",
             f"{statistics.mean(rss):.0f}/{max(rss):.0f}",
-            f"{statistics.mean(r['pss_mb'] or 0 for r in ok):.0f}",
+            f"{statistics.mean(pss):.0f}/{max(pss):.0f}",
             f"{cpu_share:.1f}",
+            *(cell(ok) for _, cell in extra),
         )
-    console.print(table)
-    console.print(
-        f"stack {args.stack}: {best} concurrent sessions with no more underruns than N=1 "
-        f"({base_underruns} per session) on {cores} cores = {best / cores:.1f} sessions per core "
-        "(target ≥ 15); RSS target ≤ 200 MB per session process"
+    return table, best, base_underruns
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--levels", default="1,4,8,12,16,24")
+    ap.add_argument("--turns", type=int, default=3)
+    ap.add_argument("--stack", choices=["dpe", "openai"], default="dpe")
+    ap.add_argument(
+        "--variants",
+        default="voxtutor",
+        help="comma list of voxtutor (the production pipeline) and pipecat (the baseline: "
+        "VAD in Pipecat's thread, input audio through the whole pipeline), run per level",
     )
-    for n, results, _ in rows:
-        for r in results:
-            if "error" in r:
-                console.print(f"[red]N={n} error:[/] {r['error']}")
+    args = ap.parse_args()
+    variants = args.variants.split(",")
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPGRAM_API_KEY", "CARTESIA_API_KEY"):
+        os.environ[name] = "bench-fake-key"  # the fakes accept any key
+    console = Console(width=160)
+    cores = os.cpu_count() or 1
+    fakes, urls = await start_fakes()
+    rows: dict[str, list[tuple[int, list[dict[str, Any]]]]] = {v: [] for v in variants}
+    try:
+        with tempfile.TemporaryDirectory() as home:
+            for n in [int(x) for x in args.levels.split(",")]:
+                for variant in variants:  # alternating, so drift hits every variant alike
+                    cfg = {
+                        "home": home,
+                        "stack": args.stack,
+                        "audio": [str(CLIP)],
+                        "turns": args.turns,
+                        "variant": variant,
+                        **urls,
+                    }
+                    results = await run_level(n, cfg)
+                    rows[variant].append((n, results))
+                    ok = [r for r in results if "error" not in r]
+                    console.print(
+                        f"{variant} N={n}: {len(ok)}/{n} ok, "
+                        f"underruns {sum(r['underruns'] for r in ok)}"
+                    )
+    finally:
+        if fakes.stdin is not None:
+            fakes.stdin.close()
+        await fakes.wait()
+
+    for variant in variants:
+        table, best, base_underruns = levels_table(rows[variant], "sessions")
+        table.title = f"{variant} pipeline, stack {args.stack}"
+        console.print(table)
+        console.print(
+            f"{variant}: {best} concurrent sessions with no more underruns than N=1 "
+            f"({base_underruns} per session) on {cores} cores = {best / cores:.1f} sessions "
+            "per core (target ≥ 15); RSS target ≤ 200 MB per session process"
+        )
+        for n, results in rows[variant]:
+            for r in results:
+                if "error" in r:
+                    console.print(f"[red]{variant} N={n} error:[/] {r['error']}")
+    if len(variants) > 1:
+        console.print("CPU per session-second, relative to " + variants[-1] + ":")
+        for i, (n, _) in enumerate(rows[variants[0]]):
+            shares = {v: _cpu_share(rows[v][i][1]) for v in variants}
+            base = shares[variants[-1]]
+            ratios = ", ".join(
+                f"{v} {shares[v]:.1f} % ({shares[v] / base:.2f}x)" for v in variants if base
+            )
+            console.print(f"  N={n}: {ratios}")
+
+
+def _cpu_share(results: list[dict[str, Any]]) -> float:
+    """Mean CPU per session while talking, in % of a core."""
+    ok = [r for r in results if "error" not in r and r["wall_s"]]
+    return statistics.fmean(100 * r["cpu_s"] / r["wall_s"] for r in ok) if ok else 0.0
 
 
 if __name__ == "__main__":
