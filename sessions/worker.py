@@ -249,9 +249,17 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     tasks.add(requests_task)
     phone = await _phone_endpoint(spec, settings, persona, on_connection)
     if spec.transport == "daily":
-        from transports.daily import daily_bot_transport
+        from transports.daily import daily_bot_transport, end_on_dialin_failure
 
-        await on_connection(daily_bot_transport(spec, persona.name, settings.daily_api_url))
+        daily = daily_bot_transport(spec, persona.name, settings.daily_api_url)
+        await on_connection(daily)
+
+        async def end_call(reason: str) -> None:
+            session_box.setdefault("end_reason", reason)
+            await session_box["session"].worker.cancel()
+
+        if spec.daily_call_id:  # a phone call that never reaches the room ends the session
+            end_on_dialin_failure(daily, end_call)
     channel.send({"event": "ready", **({"phone_url": phone.url} if phone else {})})
     try:
         # A session nobody connects to must not hold its slot forever.

@@ -16,6 +16,7 @@ under test.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -33,7 +34,7 @@ from api.routes_dialin import pinless_key, verify_pinless
 from tests.api_support import V1, Api, assert_error, make_api
 from tests.providers.base import Fault
 from tests.providers.daily_fake import DailyFake
-from transports.daily import daily_bot_transport
+from transports.daily import daily_bot_transport, end_on_dialin_failure
 
 KEY = "dk-dialin-secret-0123456789"
 SECRET = base64.b64encode(b"pinless-hmac-secret-for-tests").decode()
@@ -325,6 +326,12 @@ async def test_all_slots_busy_answers_429_before_anything_is_created(
 # -- the call update's failure and the signature's edge cases -------------------------------
 
 
+async def settled() -> None:
+    """Let the transport's event handlers (Pipecat runs them as tasks) finish."""
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+
+
 async def test_call_update_refused_by_daily_is_reported_as_a_transport_error(
     dapi: Api, daily: DailyFake
 ) -> None:
@@ -339,9 +346,42 @@ async def test_call_update_refused_by_daily_is_reported_as_a_transport_error(
     async def _error(_t: Any, error: str) -> None:
         errors.append(error)
 
+    ended: list[str] = []
+
+    async def end(reason: str) -> None:
+        ended.append(reason)
+
+    end_on_dialin_failure(transport, end)  # what the session process registers
     await transport._client._callbacks.on_dialin_ready("sip:000000000@elsewhere.sip.daily.co")
     assert daily.call_updates == [] and CALL_ID in daily.held_calls
     assert len(errors) == 1 and "status: 404" in errors[0], errors
+    # The caller will never arrive: the session ends now, once, not at the idle timeout.
+    assert len(ended) == 1 and ended[0].startswith("dial-in failed") and "404" in ended[0]
+    await transport._client._callbacks.on_dialin_error({"error": "sip leg failed"})
+    await settled()
+    assert len(ended) == 1
+
+
+async def test_an_unrelated_transport_error_does_not_end_a_dialin_session(
+    dapi: Api, daily: DailyFake
+) -> None:
+    await known_learner(dapi)
+    assert (await post(dapi, call_body())).status_code == 200
+    (spec,) = spawned(dapi)
+    transport = daily_bot_transport(spec, "Lena", daily.api_url)
+    transport.input()
+    ended: list[str] = []
+
+    async def end(reason: str) -> None:
+        ended.append(reason)
+
+    end_on_dialin_failure(transport, end)
+    await transport._client._callbacks.on_error("app message too large")
+    await settled()
+    assert ended == []
+    await transport._client._callbacks.on_dialin_error({"error": "sip leg failed"})
+    await settled()
+    assert ended == ["dial-in failed: {'error': 'sip leg failed'}"]
 
 
 def test_signature_accepts_milliseconds_and_hex_and_refuses_bad_headers() -> None:

@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import aiohttp
@@ -390,3 +390,29 @@ def daily_bot_transport(spec: SessionSpec, bot_name: str, api_url: str) -> Daily
             call_id=spec.daily_call_id, call_domain=spec.daily_call_domain
         )
     return DailyTransport(spec.daily_room_url, spec.daily_token, bot_name, params)
+
+
+def end_on_dialin_failure(transport: DailyTransport, end: Callable[[str], Awaitable[None]]) -> None:
+    """Await ``end(reason)`` once if a dial-in call cannot reach the bot's room.
+
+    Pipecat reports a refused or failed ``pinlessCallUpdate`` only as a transport error (an
+    ``on_error`` whose text names ``dialin-ready``), and Daily's own dial-in failures as
+    ``on_dialin_error``; either way the caller never arrives, and without this the session
+    would hold its slot until the idle timeout (300 s).
+    """
+    ended = False
+
+    async def _end(reason: str) -> None:
+        nonlocal ended
+        if not ended:
+            ended = True
+            await end(reason)
+
+    @transport.event_handler("on_error")
+    async def _error(_t: Any, error: Any) -> None:
+        if "dialin-ready" in str(error):
+            await _end(f"dial-in failed: {error}")
+
+    @transport.event_handler("on_dialin_error")
+    async def _dialin_error(_t: Any, data: Any) -> None:
+        await _end(f"dial-in failed: {data}")
