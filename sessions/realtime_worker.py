@@ -10,7 +10,9 @@ are not used.
 
 Usage: Pipecat's ``OpenAIRealtimeLLMService`` reports each ``response.done``'s ``usage`` as
 LLM usage metrics (text and audio tokens in and out, cached tokens), which the usage meter
-stores under the tier's provider and model (``llm``, ``openai``, ``gpt-realtime``).
+stores under the tier's provider and model (``llm``, ``openai``, ``gpt-realtime``). Each
+persona tool call (an ACS verdict, a noted mistake) is stored as a ``tool_call`` session event
+as it happens.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def build_worker_realtime_session(
         spec: The session (tier, CEFR level, idle timeout, id for the usage rows).
         persona: The tutor or examiner.
         settings: ``openai_realtime_url`` and ``speech_timeout_ms``.
-        store: Where the usage meter writes its rows.
+        store: Where the usage meter writes its rows and tool calls are stored as events.
         transport: WebRTC, Daily or a phone call's websocket.
         on_turn: Awaited with each turn as soon as it completes.
         **_phone: A phone call's ``user_turn_strategies``; unused (server VAD takes turns).
@@ -71,8 +73,15 @@ def build_worker_realtime_session(
     from observers.usage_meter import usage_observer
     from pipelines.realtime import build_realtime_session
     from pipelines.tiers import TierServices
+    from pipelines.tools import ToolCall
+    from store.events import TOOL_CALL
 
     tier = get_tier(spec.tier)
+
+    async def on_tool_call(call: ToolCall) -> None:
+        data = {"name": call.name, "arguments": call.arguments}
+        await store.add_session_event(spec.session_id, TOOL_CALL, data)
+
     session = build_realtime_session(
         persona,
         transport=transport,
@@ -81,6 +90,7 @@ def build_worker_realtime_session(
         level=spec.cefr_level,
         idle_timeout_secs=spec.idle_timeout_s,
         on_turn=on_turn,
+        on_tool_call=on_tool_call,
     )
     assert session.llm is not None and tier.realtime is not None
     # Named by the tier (the service class lives in the project's services/, which the

@@ -26,6 +26,10 @@ EVENT_KIND_MAX = 50
 PROVIDER_SWITCH = "provider_switch"
 """Kind of a failover switch event; ``data``: ``role``, ``from``, ``to``, ``reason``."""
 
+TOOL_CALL = "tool_call"
+"""Kind of a persona tool call (``record_acs_result``, ``note_mistake``); ``data``: ``name``,
+``arguments`` (the JSON object the model passed)."""
+
 
 @dataclass(frozen=True, slots=True)
 class SessionEventInfo:

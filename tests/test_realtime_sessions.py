@@ -29,6 +29,7 @@ from server import create_app
 from sessions.protocol import SessionSpec
 from sessions.supervisor import SessionSupervisor
 from store import Store
+from store.events import TOOL_CALL
 from tests.api_support import V1, running
 from tests.providers.openai_realtime_fake import OpenAIRealtimeFake
 from tests.test_session_processes import RATE, SpeechTrack
@@ -37,6 +38,7 @@ from transports.file import load_learner_audio
 TRANSCRIPT = "Registration, airworthiness certificate and the operating handbook."
 REPLY = "Good. What else does ARROW stand for?"
 PERSONA = load_persona("aviation-examiner")
+VERDICT = {"area": "I", "task": "Documents", "result": "satisfactory"}
 MS_PER_CHAR = 20  # of the fake's reply audio: the 160-character greeting lasts 3.2 s
 
 
@@ -188,6 +190,7 @@ async def test_realtime_session_from_the_api_greets_answers_and_says_goodbye(
         browser = await open_browser(clip, offer)
         try:
             await until(stored_turns(store, sid, 1), 30)  # the greeting, played out
+            fake.call_tool = ("record_acs_result", VERDICT)  # answered before the reply
             browser.mic.cue()
             await until(stored_turns(store, sid, 3), 30)  # the learner's turn and the reply
             fake.opening = PERSONA.farewell_text
@@ -211,7 +214,11 @@ async def test_realtime_session_from_the_api_greets_answers_and_says_goodbye(
     assert conn.session["instructions"] == realtime_instructions(PERSONA)
     asked = [item["content"][0]["text"] for item in conn.items if item.get("type") == "message"]
     assert PERSONA.greeting in asked[0] and PERSONA.farewell_text in asked[-1]
-    assert [r.status for r in conn.responses] == ["completed"] * 3
+    assert [r.status for r in conn.responses] == ["completed"] * 4  # greeting, call, reply, bye
+    events = await store.list_session_events(sid)
+    assert [(e.kind, e.data) for e in events] == [
+        (TOOL_CALL, {"name": "record_acs_result", "arguments": VERDICT})
+    ]
     # Most of the farewell's audio reached the browser after the end request.
     farewell = conn.responses[-1]
     assert browser.samples_after(asked_to_end) > 0.8 * farewell.audio_bytes / 2 * RATE / 24000
