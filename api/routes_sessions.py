@@ -24,6 +24,7 @@ from api.schemas import (
     SessionCreated,
     SessionDetail,
     SessionEnding,
+    SessionEvent,
     SessionOut,
     SessionPage,
     SessionStatus,
@@ -233,11 +234,17 @@ async def list_sessions(
     summary="Get a session",
 )
 async def get_session(session_id: str, key: ApiKey, ctx: Ctx) -> SessionDetail:
-    """A session with its stored turns and voice-to-voice latency summary."""
+    """A session with its turns, voice-to-voice latency summary and events (switches, tools)."""
     info = await owned_session(ctx, key, session_id)
     turns = [Turn(**t.to_dict()) for t in await ctx.store.list_turns(info.id)]
     latency = await ctx.store.latency_summary(info.id)
-    return SessionDetail(**SessionOut.fields_of(info), turns=turns, latency=Latency(**latency))
+    events = [
+        SessionEvent(kind=e.kind, at=e.created_at, data=e.data)
+        for e in await ctx.store.list_session_events(info.id)
+    ]
+    return SessionDetail(
+        **SessionOut.fields_of(info), turns=turns, latency=Latency(**latency), events=events
+    )
 
 
 @router.delete(

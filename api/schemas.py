@@ -174,11 +174,23 @@ class SessionOut(BaseModel):
         }
 
 
+class SessionEvent(BaseModel):
+    """Something that happened in a session besides its turns."""
+
+    kind: str = Field(
+        description="``provider_switch`` (data: role, from, to, reason) or ``tool_call`` "
+        "(data: name, arguments: a persona tool such as record_acs_result)."
+    )
+    at: datetime
+    data: dict[str, Any]
+
+
 class SessionDetail(SessionOut):
-    """A session with its turns and latency summary."""
+    """A session with its turns, latency summary and events."""
 
     turns: list[Turn]
     latency: Latency
+    events: list[SessionEvent] = Field(description="In the order they happened.")
 
 
 class SessionPage(BaseModel):

@@ -168,9 +168,12 @@ async def test_get_session_with_turns_and_latency(api: Api) -> None:
     await api.store.add_turn(
         sid, {"index": 2, "role": "bot", "text": "Wie geht's?", "latency_ms": 1200}
     )
+    switch = {"role": "tts", "from": "cartesia", "to": "deepgram", "reason": "timeout"}
+    await api.store.add_session_event(sid, "provider_switch", switch)
     r = await api.client.get(f"{V1}/sessions/{sid}", headers=api.a)
     assert r.status_code == 200, r.text
     d = r.json()
+    assert [(e["kind"], e["data"]) for e in d["events"]] == [("provider_switch", switch)]
     assert (d["id"], d["status"], d["persona"], d["tier"], d["transport"]) == (
         sid,
         "ready",

@@ -219,6 +219,9 @@ async def test_realtime_session_from_the_api_greets_answers_and_says_goodbye(
     assert [(e.kind, e.data) for e in events] == [
         (TOOL_CALL, {"name": "record_acs_result", "arguments": VERDICT})
     ]
+    assert [(e["kind"], e["data"]) for e in detail["events"]] == [
+        ("tool_call", {"name": "record_acs_result", "arguments": VERDICT})
+    ]
     # Most of the farewell's audio reached the browser after the end request.
     farewell = conn.responses[-1]
     assert browser.samples_after(asked_to_end) > 0.8 * farewell.audio_bytes / 2 * RATE / 24000
