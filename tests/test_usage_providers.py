@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from anthropic import AsyncAnthropic
 from pipecat.frames.frames import (
-    EndFrame,
     Frame,
     InputAudioRawFrame,
     LLMContextFrame,
@@ -28,9 +27,8 @@ from pipecat.frames.frames import (
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.metrics.metrics import LLMTokenUsage
-from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.service_switcher import ServiceSwitcher, ServiceSwitcherStrategyFailover
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.pipeline.worker import PipelineParams
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.anthropic.llm import AnthropicLLMService
@@ -41,7 +39,6 @@ from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.services.openai.stt import OpenAISTTService
 from pipecat.services.openai.tts import OpenAITTSService
 from pipecat.tests.utils import SleepFrame, run_test
-from pipecat.workers.runner import WorkerRunner
 
 from config.prices import load_prices
 from observers.usage_meter import (
@@ -57,6 +54,7 @@ from tests.providers.anthropic_fake import AnthropicFake
 from tests.providers.cartesia_fake import CartesiaFake
 from tests.providers.deepgram_fake import DeepgramFake
 from tests.providers.openai_fake import OpenAIFake
+from tests.providers.pipeline_probe import run_service
 
 PRICES = load_prices()
 StoreSession = tuple[Store, str]
@@ -114,34 +112,10 @@ async def metered_run(
     """
     store, session_id = session
     meter = usage_observer(store, session_id, services)
-    worker = PipelineWorker(
-        Pipeline([service]),
-        params=PipelineParams(enable_metrics=True, enable_usage_metrics=True, **params),
-        observers=[meter],
-        enable_rtvi=False,
-        cancel_on_idle_timeout=False,
-    )
-    started = asyncio.Event()
-
-    @worker.event_handler("on_pipeline_started")
-    async def _started(_w: PipelineWorker, _f: Frame) -> None:
-        started.set()
-
-    runner = WorkerRunner(handle_sigint=False)
-    await runner.add_workers(worker)
-    task = asyncio.create_task(runner.run())
-    try:
-        await asyncio.wait_for(started.wait(), 20)
+    async with run_service(service, observers=[meter], **params) as probe:
         for step_frames, step_done in [(frames, done), *more]:
-            await worker.queue_frames(step_frames)
+            await probe.send(*step_frames)
             assert await wait_until(partial(step_done, meter)), f"{meter.rows_written} rows"
-    finally:
-        await worker.queue_frame(EndFrame())
-        try:
-            await asyncio.wait_for(asyncio.shield(task), 20)
-        except TimeoutError:
-            await worker.cancel()
-            await task
     await meter.flush()
     return Metered(store, session_id, meter, await store.list_usage_events(session_id))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from pipecat.frames.frames import EndFrame, ErrorFrame, Frame, MetricsFrame
@@ -75,11 +75,14 @@ class ServiceProbe(BaseObserver):
 
 
 @contextlib.asynccontextmanager
-async def run_service(service: FrameProcessor, **params: Any) -> AsyncIterator[ServiceProbe]:
+async def run_service(
+    service: FrameProcessor, *, observers: Sequence[BaseObserver] = (), **params: Any
+) -> AsyncIterator[ServiceProbe]:
     """Run ``service`` alone in a pipeline with usage metrics on; yield its probe.
 
     Args:
         service: The processor under test.
+        observers: Further observers on the worker (e.g. the usage meter).
         **params: Extra :class:`PipelineParams` fields (e.g. ``audio_in_sample_rate``).
 
     On exit an ``EndFrame`` ends the pipeline (cancelled if it has not ended in 20 s).
@@ -88,7 +91,7 @@ async def run_service(service: FrameProcessor, **params: Any) -> AsyncIterator[S
     worker = PipelineWorker(
         Pipeline([service]),
         params=PipelineParams(enable_metrics=True, enable_usage_metrics=True, **params),
-        observers=[probe],
+        observers=[probe, *observers],
         enable_rtvi=False,
         cancel_on_idle_timeout=False,
     )
