@@ -130,11 +130,11 @@ async def default_runtime(
             store,
             max_sessions=settings.max_sessions,
             log_dir=settings.home / "logs" / "sessions",
-            keep_spare=True,
+            spares=spare_kinds(),
             on_turn=lambda _sid, turn: metrics.observe_turn(turn),
             on_ended=partial(release_session_room, api_url=settings.daily_api_url),
         )
-        supervisor.start_spare()
+        supervisor.start_spare()  # every kind in spares
         yield Runtime(supervisor=supervisor, llm_base_url=base_url)
 
 
@@ -143,6 +143,20 @@ def known_tiers() -> tuple[str, ...]:
     from config.tiers import load_tiers
 
     return tuple(load_tiers())
+
+
+def spare_kinds() -> tuple[str, ...]:
+    """The warm spares the server keeps: ``local``, plus ``cloud`` if a cloud tier is usable.
+
+    A cloud spare (imports only, ~150 MB idle) is kept only where some cloud tier has every
+    primary key set: on an offline machine it would never be used.
+    """
+    from config.tiers import load_tiers
+    from sessions.supervisor import spare_kind
+
+    tiers = load_tiers()
+    usable_cloud = any(spare_kind(n) == "cloud" and not t.missing_env() for n, t in tiers.items())
+    return ("local", "cloud") if usable_cloud else ("local",)
 
 
 def missing_env(tier: str) -> list[str]:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipecat.services.openai.llm import OpenAILLMService
-from pipecat.services.piper.tts import PiperTTSService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 from pipecat.services.whisper.stt import WhisperSTTService
@@ -24,6 +23,7 @@ from config.settings import Settings
 from models.registry import model_path
 from services.espeak_tts import EspeakTTSService
 from services.llama_server import MODEL_ALIAS, LlamaServer
+from services.piper_tts import LocalPiperTTSService
 from services.whisper_stt import LocalWhisperSTTService
 
 WHISPER_MODEL = "whisper-base"
@@ -51,8 +51,12 @@ class LocalServices:
     tts: TTSService
 
 
-def build_stt(persona: Persona | _Language, home: Path | None = None) -> STTService:
+def build_stt(
+    persona: Persona | _Language, home: Path | None = None, *, lazy: bool = False
+) -> STTService:
     """Whisper base with the language pinned to the persona and greedy decoding.
+
+    ``lazy``: load the model on the first segment (a failover backup), not now.
 
     Raises:
         models.registry.ModelNotInstalledError: Whisper base is not assembled.
@@ -62,7 +66,7 @@ def build_stt(persona: Persona | _Language, home: Path | None = None) -> STTServ
         language=PIPECAT_LANGUAGE[persona.language],
         hotwords=" ".join(persona.stt_keyterms) or None,
     )
-    return LocalWhisperSTTService(settings=settings, device="cpu", compute_type="int8")
+    return LocalWhisperSTTService(settings=settings, device="cpu", compute_type="int8", lazy=lazy)
 
 
 def build_llm(settings: Settings, base_url: str, system_instruction: str) -> OpenAILLMService:
@@ -85,14 +89,12 @@ def build_llm(settings: Settings, base_url: str, system_instruction: str) -> Ope
     )
 
 
-_PREBUILT_PIPER: dict[str, PiperTTSService] = {}
+_PREBUILT_PIPER: dict[str, LocalPiperTTSService] = {}
 """Piper services built ahead of time by :func:`preload` (each is used by one session)."""
 
 
-def _piper(voice: str, home: Path | None) -> PiperTTSService:
-    return PiperTTSService(
-        download_dir=model_path(PIPER_MODEL, home), settings=PiperTTSService.Settings(voice=voice)
-    )
+def _piper(voice: str, home: Path | None, lazy: bool = False) -> LocalPiperTTSService:
+    return LocalPiperTTSService(model_dir=model_path(PIPER_MODEL, home), voice=voice, lazy=lazy)
 
 
 def preload(settings: Settings, piper_voice: str = "en_US-joe-medium") -> None:
@@ -109,14 +111,19 @@ def preload(settings: Settings, piper_voice: str = "en_US-joe-medium") -> None:
     _PREBUILT_PIPER.setdefault(piper_voice, _piper(piper_voice, settings.home))
 
 
-def build_tts(persona: Persona, home: Path | None = None) -> TTSService:
+def build_tts(persona: Persona, home: Path | None = None, *, lazy: bool = False) -> TTSService:
     """Piper for English personas, espeak-ng for German and Czech.
+
+    ``lazy``: load the Piper voice on the first sentence (a failover backup), not now;
+    espeak-ng loads nothing ahead of time either way.
 
     Raises:
         models.registry.ModelNotInstalledError: the Piper voice is not installed.
         RuntimeError: espeak-ng is missing (German/Czech).
     """
     if persona.language == "en":
+        if lazy:
+            return _piper(persona.voice, home, lazy=True)
         return _PREBUILT_PIPER.pop(persona.voice, None) or _piper(persona.voice, home)
     return EspeakTTSService(settings=EspeakTTSService.Settings(voice=persona.voice))
 

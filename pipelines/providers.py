@@ -79,11 +79,18 @@ def _websocket_url(url: str) -> str:
 
 
 def build_stt(
-    link: Link, persona: Persona, settings: Settings, *, has_backup: bool = False
+    link: Link,
+    persona: Persona,
+    settings: Settings,
+    *,
+    has_backup: bool = False,
+    is_backup: bool = False,
 ) -> FrameProcessor:
     """The STT service for ``link`` (16-bit PCM in at the pipeline rate, transcripts out).
 
     ``has_backup``: another link follows in the chain (SDK retries off, see the module doc).
+    ``is_backup``: the link is not its chain's primary; a local model then loads only when
+    the link first takes over.
 
     Raises:
         TierError: the provider's key is missing or the provider has no STT.
@@ -93,7 +100,7 @@ def build_stt(
     if link.provider == "local":
         from pipelines.local import build_stt as build_local_stt
 
-        return build_local_stt(persona, settings.home)
+        return build_local_stt(persona, settings.home, lazy=is_backup)
     if link.provider == "deepgram":
         from pipecat.services.deepgram.stt import DeepgramSTTService
 
@@ -189,11 +196,18 @@ def build_llm(
 
 
 def build_tts(
-    link: Link, persona: Persona, settings: Settings, *, has_backup: bool = False
+    link: Link,
+    persona: Persona,
+    settings: Settings,
+    *,
+    has_backup: bool = False,
+    is_backup: bool = False,
 ) -> FrameProcessor:
     """The TTS service for ``link`` speaking the persona's language with the link's voice.
 
     ``has_backup``: another link follows in the chain (SDK retries off, see the module doc).
+    ``is_backup``: the link is not its chain's primary; a local voice then loads only when
+    the link first takes over.
 
     Raises:
         TierError: the key is missing, or the link has no voice for the persona's language.
@@ -203,7 +217,7 @@ def build_tts(
     if link.provider == "local":
         from pipelines.local import build_tts as build_local_tts
 
-        return build_local_tts(persona, settings.home)
+        return build_local_tts(persona, settings.home, lazy=is_backup)
     if link.provider == "text":
         from services.text_only_tts import TextOnlyTTSService
 
@@ -250,17 +264,21 @@ def build_link(
     local_base_url: str = "",
     level: str | None = None,
     has_backup: bool = False,
+    is_backup: bool = False,
 ) -> FrameProcessor:
     """Build the service for one link of a ``role`` chain (dispatches to the builders above).
 
     ``has_backup``: another link follows the link in its chain; its OpenAI/Anthropic SDK
     client is then built with ``max_retries=0`` (see the module docstring).
+    ``is_backup``: the link stands behind another; a local STT or TTS model then loads when
+    the link first takes over instead of now (Whisper base and a Piper voice are ~145 MB
+    resident together, which a cloud session that never fails over should not carry).
 
     Raises:
         TierError: as the role's builder.
     """
     if role == "stt":
-        return build_stt(link, persona, settings, has_backup=has_backup)
+        return build_stt(link, persona, settings, has_backup=has_backup, is_backup=is_backup)
     if role == "llm":
         return build_llm(
             link,
@@ -270,4 +288,4 @@ def build_link(
             level=level,
             has_backup=has_backup,
         )
-    return build_tts(link, persona, settings, has_backup=has_backup)
+    return build_tts(link, persona, settings, has_backup=has_backup, is_backup=is_backup)

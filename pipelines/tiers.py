@@ -68,7 +68,8 @@ def _chain(
 ) -> list[tuple[str, FrameProcessor]]:
     """Build each link of a chain as ``(provider, service)``, primary first.
 
-    Every link but the last has a backup, so its SDK client is built without retries.
+    Every link but the last has a backup, so its SDK client is built without retries;
+    every link but the first is a backup, so a local model behind it loads on first use.
     """
     built: list[tuple[str, FrameProcessor]] = []
     for i, link in enumerate(links):
@@ -80,6 +81,7 @@ def _chain(
             local_base_url=local_base_url,
             level=level,
             has_backup=i < len(links) - 1,
+            is_backup=i > 0,
         )
         built.append((link.provider, service))
     return built

@@ -8,11 +8,13 @@ language (done by the persona) and decodes greedily at temperature 0 with no fal
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncGenerator
 from typing import Any
 
 import numpy as np
+from loguru import logger
 from pipecat.frames.frames import Frame, TranscriptionFrame
 from pipecat.services.whisper.stt import WhisperSTTService
 
@@ -42,23 +44,51 @@ class LocalWhisperSTTService(WhisperSTTService):
 
     Takes the same arguments as :class:`WhisperSTTService`; pass the directory of an
     assembled CTranslate2 model as ``settings=WhisperSTTService.Settings(model=<dir>)`` so
-    nothing is downloaded.
+    nothing is downloaded. With ``lazy=True`` the model (~75 MB resident for base int8)
+    loads in a worker thread on the first segment instead of in ``__init__``: a failover
+    backup that never takes over costs no memory.
     """
 
-    def __init__(self, *, ttfs_p99_latency: float = 0.3, **kwargs: Any):
+    def __init__(self, *, ttfs_p99_latency: float = 0.3, lazy: bool = False, **kwargs: Any):
+        self._lazy = lazy
+        self._defer_load = lazy  # read by _load(), which WhisperSTTService.__init__ calls
+        self._loading: asyncio.Future[None] | None = None
         # Turn strategies wait up to ttfs_p99_latency after speech end for a transcript that
         # is not marked final. Ours always are, and a turn that starts only once the
         # transcript is in (a barge-in) has nothing left to wait for: keep the wait short.
         super().__init__(ttfs_p99_latency=ttfs_p99_latency, **kwargs)
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the Whisper model is in memory (a lazy service loads on first use)."""
+        return self._model is not None
+
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
-        """Transcribe one VAD segment (16-bit PCM) and yield finalized transcripts."""
+        """Transcribe one VAD segment (16-bit PCM) and yield finalized transcripts.
+
+        A lazy service loads its model first (off the event loop, ~0.5-1 s on 2 cores).
+        """
+        if self._model is None and self._lazy:
+            if self._loading is None:
+                self._loading = asyncio.ensure_future(asyncio.to_thread(self._load_now))
+            try:
+                # Shielded: a turn cancelled mid-load (barge-in, failover) keeps the model.
+                await asyncio.shield(self._loading)
+            except Exception as e:  # the base class then yields an ErrorFrame
+                logger.error(f"{self}: could not load Whisper: {e}")
         async for frame in super().run_stt(audio):
             if isinstance(frame, TranscriptionFrame):
                 frame.finalized = True
             yield frame
 
+    def _load_now(self) -> None:
+        """Load a lazy service's model (blocking; run in a worker thread)."""
+        self._defer_load = False
+        self._load()
+
     def _load(self) -> None:
+        if self._defer_load:
+            return
         key = (str(getattr(self._settings, "model", "")), self._device, self._compute_type)
         cached = _LOADED.get(key)
         if cached is not None:

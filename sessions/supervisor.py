@@ -15,7 +15,7 @@ import itertools
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,26 @@ REQUEST_TIMEOUT_S = 30.0
 """Longest wait for a process to answer a relayed request (SDP offer, ICE), seconds."""
 END_GRACE_S = 20.0
 """After an ``end`` request, seconds allowed for the goodbye before the process is killed."""
+
+SPARE_KINDS = ("local", "cloud")
+"""Kinds of warm spare process: ``local`` preloads Whisper base and a Piper voice (the local
+tier's models, ~2 s to load); ``cloud`` only imports (a cloud tier loads no local model unless
+a failover reaches one, so it should not carry ~150 MB of them)."""
+
+
+def spare_kind(tier: str) -> str:
+    """The kind of spare (:data:`SPARE_KINDS`) that starts a session of ``tier`` fastest.
+
+    ``local`` for a tier whose STT or TTS primary runs a local model, else ``cloud`` (every
+    cloud tier, speech-to-speech included, and names not in ``config/tiers.yaml``).
+    """
+    from config.tiers import load_tiers
+
+    found = load_tiers().get(tier)
+    if found is None or found.kind != "pipeline":
+        return "cloud"
+    primaries = [found.stt[0], found.tts[0]] if found.stt and found.tts else []
+    return "local" if any(link.provider == "local" for link in primaries) else "cloud"
 
 
 @dataclass
@@ -66,8 +86,10 @@ class SessionSupervisor:
         max_sessions: Concurrent sessions; :meth:`spawn` raises :class:`CapacityError` beyond.
         log_dir: Each process's stderr goes to ``<log_dir>/<session_id>.log``.
         python: Interpreter for the session processes.
-        keep_spare: Keep one process with the local stack preloaded waiting for the next
-            session (spawn-to-ready drops from ~3 s to a fraction of a second).
+        spares: Kinds of warm spare process to keep, one each (:data:`SPARE_KINDS`): a
+            process that has done the imports (and for ``local`` loaded the local models)
+            waits for the next session of its kind (:func:`spare_kind`), so spawn-to-ready
+            drops from ~3 s to a fraction of a second.
         on_turn: Called with (session id, turn dict) for each turn a session completes (the
             session process has already stored it), e.g. to feed latency metrics.
         on_ready: Called with the spawn-to-ready time in seconds of each session started.
@@ -84,7 +106,7 @@ class SessionSupervisor:
         max_sessions: int,
         log_dir: Path,
         python: str = sys.executable,
-        keep_spare: bool = False,
+        spares: Sequence[str] = (),
         on_turn: Callable[[str, dict[str, Any]], None] | None = None,
         on_ready: Callable[[float], None] | None = None,
         on_ended: Callable[[SessionSpec], Awaitable[object]] | None = None,
@@ -93,9 +115,12 @@ class SessionSupervisor:
         self.on_ready = on_ready
         self.on_ended = on_ended
         self.store = store
-        self.keep_spare = keep_spare
-        self._spare: _Spare | None = None
-        self._spare_task: asyncio.Task[None] | None = None
+        unknown = set(spares) - set(SPARE_KINDS)
+        if unknown:
+            raise ValueError(f"unknown spare kinds {sorted(unknown)}; use {SPARE_KINDS}")
+        self.spares = tuple(spares)
+        self._spare: dict[str, _Spare] = {}
+        self._spare_task: dict[str, asyncio.Task[None]] = {}
         self.max_sessions = max_sessions
         self.log_dir = Path(log_dir)
         self.python = python
@@ -139,11 +164,13 @@ class SessionSupervisor:
         if len(self._children) >= self.max_sessions:
             raise CapacityError(f"all {self.max_sessions} session slots are in use")
         t0 = time.monotonic()
-        if self._spare_task is not None and not self._spare_task.done():
+        kind = spare_kind(spec.tier)
+        task = self._spare_task.get(kind)
+        if task is not None and not task.done():
             # A spare that is still preloading is nearer to ready than a new process.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._spare_task), READY_TIMEOUT_S)
-        spare, self._spare = self._spare, None
+                await asyncio.wait_for(asyncio.shield(task), READY_TIMEOUT_S)
+        spare = self._spare.pop(kind, None)
         if spare is not None and spare.ready and spare.proc.returncode is None:
             proc = spare.proc
             assert proc.stdin is not None
@@ -155,7 +182,7 @@ class SessionSupervisor:
             if spare is not None:
                 await self._retire(spare)
             proc = await self._start_process(json.dumps(spec.to_json()), spec.session_id)
-        self.start_spare()
+        self.start_spare(kind)
         loop = asyncio.get_running_loop()
         child = _Child(spec, proc, t0, loop.create_future())
         self._children[spec.session_id] = child
@@ -185,27 +212,42 @@ class SessionSupervisor:
         finally:
             log.close()
 
-    def start_spare(self) -> None:
-        """Start a spare process in the background if ``keep_spare`` and none is there."""
-        if not self.keep_spare or self._spare is not None:
-            return
-        if self._spare_task is not None and not self._spare_task.done():
-            return
-        self._spare_task = asyncio.create_task(self._make_spare(), name="spare-session")
+    def spare_pids(self) -> dict[str, int]:
+        """PIDs of the spare processes that have finished preloading, by kind."""
+        return {k: s.proc.pid for k, s in self._spare.items() if s.ready}
 
-    async def _make_spare(self) -> None:
-        name = f"spare-{next(self._ids)}"
-        proc = await self._start_process("--spare", name)
+    async def wait_spares(self) -> None:
+        """Wait until every spare process being started has preloaded (or failed to)."""
+        tasks = [t for t in self._spare_task.values() if not t.done()]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def start_spare(self, kind: str | None = None) -> None:
+        """Start a spare process of ``kind`` (default: of every kept kind) where none is there.
+
+        Kinds not in ``spares`` are ignored; the processes preload in the background.
+        """
+        for k in self.spares if kind is None else (kind,):
+            if k not in self.spares or k in self._spare:
+                continue
+            task = self._spare_task.get(k)
+            if task is not None and not task.done():
+                continue
+            self._spare_task[k] = asyncio.create_task(self._make_spare(k), name=f"spare-{k}")
+
+    async def _make_spare(self, kind: str) -> None:
+        name = f"spare-{kind}-{next(self._ids)}"
+        proc = await self._start_process(f"--spare={kind}", name)
         spare = _Spare(proc, self.log_dir / f"{name}.log")
-        self._spare = spare
+        self._spare[kind] = spare
         assert proc.stdout is not None
         line = await proc.stdout.readline()
         with contextlib.suppress(json.JSONDecodeError):
             spare.ready = bool(line) and json.loads(line).get("event") == "spare"
         if not spare.ready:
-            logger.error(f"spare session process failed to preload (see {spare.log_path})")
-            if self._spare is spare:
-                self._spare = None
+            logger.error(f"{kind} spare process failed to preload (see {spare.log_path})")
+            if self._spare.get(kind) is spare:
+                del self._spare[kind]
             await self._retire(spare)
 
     async def _retire(self, spare: _Spare) -> None:
@@ -337,14 +379,14 @@ class SessionSupervisor:
 
     async def shutdown(self) -> None:
         """Stop every session process (closing stdin ends idle ones; the rest are killed)."""
-        self.keep_spare = False
-        if self._spare_task is not None:
-            self._spare_task.cancel()
+        self.spares = ()
+        for task in self._spare_task.values():
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._spare_task
-        if self._spare is not None:
-            await self._retire(self._spare)
-            self._spare = None
+                await task
+        for spare in self._spare.values():
+            await self._retire(spare)
+        self._spare.clear()
         children = list(self._children.values())
         for child in children:
             if child.proc.stdin is not None:

@@ -1,8 +1,8 @@
 """Entry point of one session process: ``python -m sessions.worker '<SessionSpec JSON>'``.
 
-With ``--spare`` instead of a spec, the process preloads the local stack and waits for a
-``{"op": "start", "spec": {...}}`` line, so a session can start without paying for imports and
-model loading.
+With ``--spare=local`` (or ``--spare=cloud``) instead of a spec, the process does the imports
+(and for ``local`` loads the local tier's Whisper and Piper) and waits for a
+``{"op": "start", "spec": {...}}`` line, so a session can start without paying for them.
 
 Loads the persona's services (models load here, once per session), reports ``ready``, then
 waits for the browser's SDP offer relayed by the server. The offer creates the SmallWebRTC
@@ -65,17 +65,20 @@ class _Channel:
             yield request
 
 
-async def run_spare() -> int:
-    """Load the local stack ahead of time, then wait for a ``start`` request with the spec.
+async def run_spare(kind: str = "local") -> int:
+    """Import (and for ``kind="local"`` load the local models), then wait for a spec.
 
     A spare process makes spawning a session cost only the persona-specific rest (see
-    :func:`pipelines.local.preload`).
+    :func:`pipelines.local.preload`). A ``cloud`` spare loads no local model: a cloud tier's
+    local backups load only if a failover reaches them.
     """
     from config.settings import get_settings
-    from pipelines.local import preload
 
     channel = _Channel()
-    preload(get_settings())
+    if kind == "local":
+        from pipelines.local import preload
+
+        preload(get_settings())
     # Import what run() imports, so the session pays for none of it.
     import pipecat.transports.daily.transport  # noqa: F401  # daily-python, ~0.5 s
     import pipecat.transports.smallwebrtc.request_handler  # noqa: F401
@@ -317,16 +320,22 @@ async def _phone_endpoint(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a session from the spec in argv, or (``--spare``) wait for one; log to stderr."""
+    """Run a session from the spec in argv, or (``--spare[=local|cloud]``) wait for one.
+
+    Logs go to stderr.
+    """
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m sessions.worker ('<SessionSpec JSON>' | --spare)", file=sys.stderr)
+    spare_flags = ("--spare", "--spare=local", "--spare=cloud")
+    if len(args) != 1 or (args[0].startswith("-") and args[0] not in spare_flags):
+        usage = "usage: python -m sessions.worker ('<SessionSpec JSON>' | --spare[=local|cloud])"
+        print(usage, file=sys.stderr)
         return 2
     logger.remove()
     logger.add(sys.stderr, level="INFO", format="{time} {level} [{extra[session_id]}] {message}")
-    if args[0] == "--spare":
-        logger.configure(extra={"session_id": "spare"})
-        return asyncio.run(run_spare())
+    if args[0].startswith("--spare"):
+        kind = args[0].partition("=")[2] or "local"
+        logger.configure(extra={"session_id": f"spare-{kind}"})
+        return asyncio.run(run_spare(kind))
     spec = SessionSpec(**json.loads(args[0]))
     logger.configure(extra={"session_id": spec.session_id})
     return asyncio.run(run(spec))

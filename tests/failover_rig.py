@@ -103,6 +103,7 @@ class OutputWatch(BaseObserver):
         self.timeline: list[tuple[str, Any]] = []
         self.notices: list[dict] = []
         self.rtvi: list[dict] = []
+        self.audio_bytes = 0
         self._notice_ids: set[int] = set()
 
     async def on_push_frame(self, data: FramePushed) -> None:
@@ -120,6 +121,7 @@ class OutputWatch(BaseObserver):
         if isinstance(frame, TTSTextFrame):
             self.timeline.append(("text", frame.text))
         elif isinstance(frame, TTSAudioRawFrame) and frame.audio:
+            self.audio_bytes += len(frame.audio)
             self.timeline.append(("audio", int.from_bytes(frame.audio[:2], "little", signed=True)))
 
     @property

@@ -330,7 +330,7 @@ async def test_serve_runtime_deletes_rooms_of_ended_sessions(
         yield "http://127.0.0.1:9/v1"
 
     monkeypatch.setattr("pipelines.local.local_llm", fake_llm)
-    monkeypatch.setattr(SessionSupervisor, "start_spare", lambda self: None)
+    monkeypatch.setattr(SessionSupervisor, "start_spare", lambda self, kind=None: None)
     room = await create_session_room("s-2", api_url=daily.api_url, api_key=KEY, bot_name="Lena")
     spec = _room_spec("s-2", room)
     store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'vox.db'}")

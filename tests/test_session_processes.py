@@ -82,7 +82,7 @@ async def env(tmp_path, llm_url):
     store = await Store.open(url)
     key, _ = await store.create_api_key("test")
     learner = await store.create_learner(key.id, "Pat", "en")
-    sup = SessionSupervisor(store, max_sessions=1, log_dir=tmp_path / "logs", keep_spare=True)
+    sup = SessionSupervisor(store, max_sessions=1, log_dir=tmp_path / "logs", spares=("local",))
 
     async def new_session(idle_timeout_s: float = 300.0) -> str:
         info, _token = await store.create_session(

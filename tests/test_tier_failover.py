@@ -23,6 +23,8 @@ from config.settings import Settings
 from pipelines.tiers import build_tier_services
 from processors.failover import FailoverLLMSwitcher, FailoverSwitcher
 from processors.failover_llm import CONTINUE_PROMPT
+from services.piper_tts import LocalPiperTTSService
+from services.whisper_stt import LocalWhisperSTTService
 from tests.failover_rig import (
     POLICY,
     REPLY,
@@ -152,6 +154,50 @@ async def test_dpe_live_groups_are_our_failover_groups(
     assert sdk_retries(local_llm) == 2  # the OpenAI SDK's default
     assert sdk_retries(stt.services[1]) == 0  # OpenAI transcription
     assert sdk_retries(tts.services[1]) == 0  # OpenAI speech
+    # The local Whisper backup is built (its model's presence checked) but not loaded.
+    assert isinstance(stt.services[2], LocalWhisperSTTService)
+    assert not stt.services[2].loaded
+
+
+async def test_a_local_backup_voice_loads_only_when_it_takes_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ground_school for the examiner: OpenAI's voice fails, Piper loads and speaks the reply."""
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.setenv(name, f"test-{name.lower()}")
+    async with AsyncExitStack() as stack:
+        anthropic = await stack.enter_async_context(AnthropicFake(reply=reply))
+        openai = await stack.enter_async_context(OpenAIFake(reply=reply, ms_per_char=MS_PER_CHAR))
+        openai.inject("speech", Fault.HTTP_5XX, times=10)
+        settings = Settings(
+            home=Path.home() / ".cache" / "voxtutor",
+            openai_base_url=openai.base_url,
+            anthropic_base_url=anthropic.base_url,
+        )
+        services = build_tier_services(
+            "ground_school",
+            load_persona("aviation-examiner"),
+            settings,
+            # The issue's 5 s TTFB watchdog: loading the voice (~1 s) is part of the first TTFB.
+            policy=replace(FAILOVER, ttfb_timeout_s=5.0),
+        )
+        [tts] = services.tts
+        assert isinstance(tts, FailoverSwitcher)
+        piper = tts.services[1]
+        assert isinstance(piper, LocalPiperTTSService)
+        assert not piper.loaded, "a backup voice must not be loaded before it is needed"
+        run = await run_session(
+            tmp_path,
+            [user_says("What do I check before a flight?"), 8.0],
+            stt=services.stt,
+            llm=services.llm,
+            tts=services.tts,
+        )
+    assert piper.loaded
+    assert [(n["from"], n["to"]) for n in run.watch.notices] == [("openai", "local")]
+    assert heard(run) == REPLY
+    # Piper spoke the reply: ~120 characters are several seconds of 16 kHz audio.
+    assert run.watch.audio_bytes > 3 * 16000 * 2
 
 
 async def test_a_tts_fault_mid_reply_is_finished_by_the_backup_voice(

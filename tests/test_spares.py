@@ -1,0 +1,72 @@
+"""Warm spare processes per kind: the local tier's preload Whisper and Piper, cloud ones don't.
+
+A cloud-tier session that never fails over to a local model should not carry ~150 MB of them,
+so the server keeps a ``cloud`` spare (imports only) beside the ``local`` one when a cloud tier
+is usable, and a cloud tier builds its local backups without loading their models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from api.runtime import spare_kinds
+from sessions.supervisor import SessionSupervisor, spare_kind
+from store import Store
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set of a process now, MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+@pytest.mark.parametrize(
+    ("tier", "kind"),
+    [
+        ("local", "local"),
+        ("ground_school", "cloud"),
+        ("checkride_prep", "cloud"),
+        ("dpe_live", "cloud"),
+        ("realtime", "cloud"),
+        ("no-such-tier", "cloud"),
+    ],
+)
+def test_each_tier_starts_from_the_spare_that_preloads_what_it_uses(tier: str, kind: str) -> None:
+    assert spare_kind(tier) == kind
+
+
+def test_a_cloud_spare_is_kept_only_where_a_cloud_tier_is_usable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPGRAM_API_KEY", "CARTESIA_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    assert spare_kinds() == ("local",)
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")  # the realtime tier needs only this
+    assert spare_kinds() == ("local", "cloud")
+
+
+def test_unknown_spare_kinds_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown spare kinds"):
+        SessionSupervisor(None, max_sessions=1, log_dir=tmp_path, spares=("gpu",))  # type: ignore[arg-type]
+
+
+async def test_the_cloud_spare_loads_no_local_model(tmp_path: Path) -> None:
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'vox.db'}")
+    sup = SessionSupervisor(
+        store, max_sessions=1, log_dir=tmp_path / "logs", spares=("local", "cloud")
+    )
+    try:
+        sup.start_spare()
+        await sup.wait_spares()
+        pids = sup.spare_pids()
+        assert set(pids) == {"local", "cloud"}, (tmp_path / "logs").glob("*.log")
+        local, cloud = rss_mb(pids["local"]), rss_mb(pids["cloud"])
+        # Whisper base (int8) and the Piper voice are well over 100 MB resident together.
+        assert local - cloud > 100, (local, cloud)
+    finally:
+        await sup.shutdown()
+        await store.close()
