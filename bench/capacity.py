@@ -153,7 +153,8 @@ async def main() -> None:
         "--variants",
         default="voxtutor",
         help="comma list of voxtutor (the production pipeline) and pipecat (the baseline: "
-        "VAD in Pipecat's thread, input audio through the whole pipeline), run per level",
+        "VAD in Pipecat's thread, input audio through the whole pipeline, every frame event "
+        "to every observer), run per level",
     )
     args = ap.parse_args()
     variants = args.variants.split(",")

@@ -3,8 +3,10 @@
 Run by ``bench/capacity.py`` (one process per session, as the server runs them):
 ``python -m bench.capacity_session '<json>'``. The JSON gives the provider endpoints of the
 fakes, the stack (which providers), the recordings, the number of learner turns and the
-``variant``: ``voxtutor`` (default) or ``pipecat`` (the baseline: Silero VAD in Pipecat's
-worker thread, the learner's audio frames travelling the whole pipeline). The pipeline is the
+``variant``: ``voxtutor`` (default) or ``pipecat`` (the baseline,
+``build_session(pipecat_defaults=True)``: Silero VAD in Pipecat's worker thread, the
+learner's audio frames travelling the whole pipeline, every frame event queued to every
+observer). The pipeline is the
 production one (``pipelines.session.build_session``: Silero VAD, turn
 strategies, sentence aggregation, the real Pipecat provider services); no local model is
 loaded. Prints one JSON line with what the session saw:
@@ -122,8 +124,7 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
         transport=transport,
         settings=settings,
         audio_out_sample_rate=OUTPUT_RATE,
-        keep_input_audio=baseline,
-        vad_in_thread=baseline,
+        pipecat_defaults=baseline,
     )
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(session.worker)

@@ -32,6 +32,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from config.personas import Persona
 from config.settings import Settings
+from observers.dispatch import use_selective_dispatch
 from observers.turn_recorder import TurnRecord, TurnRecorderObserver
 from pipelines.turn_taking import InlineSileroVADAnalyzer, turn_strategies
 from processors.sentence_aggregator import SentenceAggregator
@@ -102,8 +103,7 @@ def build_session(
     idle_timeout_secs: float | None = 300,
     on_turn: Callable[[TurnRecord], Awaitable[None]] | None = None,
     user_turn_strategies: UserTurnStrategies | None = None,
-    keep_input_audio: bool = False,
-    vad_in_thread: bool = False,
+    pipecat_defaults: bool = False,
 ) -> Session:
     """Assemble one tutoring session.
 
@@ -127,11 +127,13 @@ def build_session(
         on_turn: Awaited with each turn as soon as it completes (e.g. to store it).
         user_turn_strategies: When a learner turn starts and ends; ``None`` → the persona's
             (:func:`pipelines.turn_taking.turn_strategies`). Phone calls pass their own.
-        keep_input_audio: Let the learner's audio frames go on past the user aggregator
-            (they do anyway when ``recorders`` are given); by default they stop there
-            (:func:`input_audio_stop`).
-        vad_in_thread: Run Silero VAD in a worker thread as Pipecat does; by default it
-            runs on the event loop (:class:`~pipelines.turn_taking.InlineSileroVADAnalyzer`).
+        pipecat_defaults: Build the CPU baseline of ``bench/capacity.py``: what Pipecat
+            does where voxtutor saves CPU. By default Silero VAD runs on the event loop
+            (:class:`~pipelines.turn_taking.InlineSileroVADAnalyzer`), not in a worker
+            thread; the learner's audio frames stop after the user aggregator
+            (:func:`input_audio_stop`; they go on anyway when ``recorders`` are given); and
+            frame events reach only the observers that use them
+            (:mod:`observers.dispatch`).
 
     Returns:
         The built :class:`Session`; run ``session.worker`` with a ``WorkerRunner``.
@@ -140,7 +142,7 @@ def build_session(
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context,
         user_params=LLMUserAggregatorParams(
-            vad_analyzer=(SileroVADAnalyzer if vad_in_thread else InlineSileroVADAnalyzer)(
+            vad_analyzer=(SileroVADAnalyzer if pipecat_defaults else InlineSileroVADAnalyzer)(
                 sample_rate=audio_in_sample_rate,
                 params=VADParams(stop_secs=settings.vad_stop_ms / 1000),
             ),
@@ -152,7 +154,7 @@ def build_session(
         *_group(stt),
         user_aggregator,
         # Recorders after the output need the learner's audio; nothing else downstream does.
-        *([] if recorders or keep_input_audio else [input_audio_stop()]),
+        *([] if recorders or pipecat_defaults else [input_audio_stop()]),
         *_group(llm),
         LLMTextProcessor(text_aggregator=SentenceAggregator()),
         *_group(tts),
@@ -169,6 +171,7 @@ def build_session(
         audio_out_sample_rate=audio_out_sample_rate,
         idle_timeout_secs=idle_timeout_secs,
         on_turn=on_turn,
+        selective_dispatch=not pipecat_defaults,
     )
     return Session(
         persona=persona,
@@ -193,6 +196,7 @@ def build_worker(
     on_turn: Callable[[TurnRecord], Awaitable[None]] | None = None,
     realtime: bool = False,
     processor_unusable_policy: ProcessorUnusablePolicy = ProcessorUnusablePolicy.CONTINUE,
+    selective_dispatch: bool = True,
 ) -> tuple[PipelineWorker, TurnRecorderObserver]:
     """Wrap ``processors`` in a worker with metrics, the turn recorder and latency observer.
 
@@ -212,6 +216,8 @@ def build_worker(
             :meth:`TurnRecorderObserver.attach`).
         processor_unusable_policy: What the worker does when a processor reports a permanent
             error (``END`` where no failover can replace it).
+        selective_dispatch: Send frame events only to the observers that use them
+            (:func:`observers.dispatch.use_selective_dispatch`); ``False`` keeps Pipecat's.
 
     Returns:
         The worker and its turn recorder.
@@ -232,4 +238,6 @@ def build_worker(
         idle_timeout_secs=idle_timeout_secs,
         processor_unusable_policy=processor_unusable_policy,
     )
+    if selective_dispatch:
+        use_selective_dispatch(worker)
     return worker, recorder

@@ -12,7 +12,14 @@ which smart-turn does not cover, ends a turn after a ``speech_timeout_ms`` pause
 
 from __future__ import annotations
 
-from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
+import ctypes
+import ctypes.util
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn, SmartTurnParams
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADState
@@ -52,6 +59,55 @@ class InlineSileroVADAnalyzer(SileroVADAnalyzer):
         return self._run_analyzer(buffer)
 
 
+def _glibc_malloc_trim() -> Any:
+    """Return glibc's ``malloc_trim``, or ``None`` on a C library without it (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _glibc_malloc_trim()
+
+
+class LeanSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
+    """Pipecat's bundled smart-turn v3.2 model, holding ~30 MB less between turns.
+
+    One inference on 8 s of audio needs ~30-40 MB of scratch memory. Pipecat's session keeps
+    it in ONNX Runtime's CPU arena for the life of the session; here the arena is off, and
+    after each inference glibc's ``malloc_trim`` hands the freed pages back to the OS, so a
+    session holds the model (~25 MB) and not its scratch space between turns (measured on
+    this model: 112 MB → 84 MB resident after an inference in a bare process; the peak during
+    the ~50 ms inference is unchanged). Same model, options and predictions otherwise.
+
+    Args:
+        **kwargs: ``params`` and ``sample_rate`` as for Pipecat's analyzers.
+    """
+
+    def __init__(self, **kwargs: Any):
+        # LocalSmartTurnAnalyzerV3.__init__ (pipecat-ai 1.14.0) only finds the bundled model
+        # and opens an ONNX session with the options below, arena on; we open it arena off.
+        BaseSmartTurn.__init__(self, **kwargs)
+        self._log_data = False
+        options = ort.SessionOptions()
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.inter_op_num_threads = 1
+        options.intra_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_cpu_mem_arena = False
+        model = resources.files("pipecat.audio.turn.smart_turn.data") / "smart-turn-v3.2-cpu.onnx"
+        self._session = ort.InferenceSession(str(model), sess_options=options)
+
+    def _predict_endpoint(self, audio_array: np.ndarray) -> dict[str, Any]:
+        """Run the model (on Pipecat's smart-turn thread), then return its scratch memory."""
+        try:
+            return super()._predict_endpoint(audio_array)
+        finally:
+            if _MALLOC_TRIM is not None:
+                _MALLOC_TRIM(0)
+
+
 class QuietBotVADUserTurnStartStrategy(VADUserTurnStartStrategy):
     """Start the learner's turn on VAD speech onset, but only while the bot is silent.
 
@@ -79,7 +135,7 @@ def turn_strategies(persona: Persona, settings: Settings) -> UserTurnStrategies:
     """Return the turn start/stop strategies for the persona's language (see module doc)."""
     stop: TurnAnalyzerUserTurnStopStrategy | SpeechTimeoutUserTurnStopStrategy
     if persona.language in SMART_TURN_LANGUAGES:
-        analyzer = LocalSmartTurnAnalyzerV3(
+        analyzer = LeanSmartTurnAnalyzer(
             params=SmartTurnParams(stop_secs=settings.smart_turn_max_pause_ms / 1000)
         )
         stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)
