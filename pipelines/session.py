@@ -103,6 +103,7 @@ def build_session(
     idle_timeout_secs: float | None = 300,
     on_turn: Callable[[TurnRecord], Awaitable[None]] | None = None,
     user_turn_strategies: UserTurnStrategies | None = None,
+    rtvi: bool = True,
     pipecat_defaults: bool = False,
 ) -> Session:
     """Assemble one tutoring session.
@@ -127,6 +128,9 @@ def build_session(
         on_turn: Awaited with each turn as soon as it completes (e.g. to store it).
         user_turn_strategies: When a learner turn starts and ends; ``None`` → the persona's
             (:func:`pipelines.turn_taking.turn_strategies`). Phone calls pass their own.
+        rtvi: Add Pipecat's RTVI processor and observer (transcript, bot output and notices
+            for a browser client). A phone call has no RTVI client: ``False`` saves a
+            processor every frame passes and an observer every push reaches.
         pipecat_defaults: Build the CPU baseline of ``bench/capacity.py``: what Pipecat
             does where voxtutor saves CPU. By default Silero VAD runs on the event loop
             (:class:`~pipelines.turn_taking.InlineSileroVADAnalyzer`), not in a worker
@@ -171,6 +175,7 @@ def build_session(
         audio_out_sample_rate=audio_out_sample_rate,
         idle_timeout_secs=idle_timeout_secs,
         on_turn=on_turn,
+        rtvi=rtvi,
         selective_dispatch=not pipecat_defaults,
     )
     return Session(
@@ -196,6 +201,7 @@ def build_worker(
     on_turn: Callable[[TurnRecord], Awaitable[None]] | None = None,
     realtime: bool = False,
     processor_unusable_policy: ProcessorUnusablePolicy = ProcessorUnusablePolicy.CONTINUE,
+    rtvi: bool = True,
     selective_dispatch: bool = True,
 ) -> tuple[PipelineWorker, TurnRecorderObserver]:
     """Wrap ``processors`` in a worker with metrics, the turn recorder and latency observer.
@@ -216,6 +222,7 @@ def build_worker(
             :meth:`TurnRecorderObserver.attach`).
         processor_unusable_policy: What the worker does when a processor reports a permanent
             error (``END`` where no failover can replace it).
+        rtvi: Let Pipecat add its RTVI processor and observer (``enable_rtvi``).
         selective_dispatch: Send frame events only to the observers that use them
             (:func:`observers.dispatch.use_selective_dispatch`); ``False`` keeps Pipecat's.
 
@@ -237,6 +244,7 @@ def build_worker(
         observers=[recorder, latency, *observers],
         idle_timeout_secs=idle_timeout_secs,
         processor_unusable_policy=processor_unusable_policy,
+        enable_rtvi=rtvi,
     )
     if selective_dispatch:
         use_selective_dispatch(worker)

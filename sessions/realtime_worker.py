@@ -61,7 +61,8 @@ def build_worker_realtime_session(
         store: Where the usage meter writes its rows and tool calls are stored as events.
         transport: WebRTC, Daily or a phone call's websocket.
         on_turn: Awaited with each turn as soon as it completes.
-        **_phone: A phone call's ``user_turn_strategies``; unused (server VAD takes turns).
+        **_phone: A phone call's ``user_turn_strategies`` and ``rtvi``; unused (server VAD
+            takes turns).
 
     Returns:
         The session; run its worker, ``greet()`` on connect, ``say_goodbye()`` to end.

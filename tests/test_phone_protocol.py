@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pipecat.frames.frames import EndFrame, Frame, TTSAudioRawFrame, TTSSpeakFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.filters.identity_filter import IdentityFilter
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 from pipecat.workers.runner import WorkerRunner
@@ -30,7 +31,10 @@ from api.phone_auth import (
     verify_twilio,
 )
 from api.phone_stream import StreamError, StreamStart, check_message, check_start, parse
+from config.personas import load_persona
 from config.settings import Settings
+from pipelines.session import build_session
+from tests.fakes import FakeLLM, FakeTTS, ScriptedTransport
 from tests.phone_support import CarrierCall, form, telnyx_headers, twilio_signature, ulaw_decode
 
 TOKEN = "12345"
@@ -230,3 +234,47 @@ async def test_resampling_in_the_serializer_instead_would_cut_the_tail(monkeypat
     # leaves resampling to the serializer, whose stream resampler keeps the last tens of ms.
     monkeypatch.setattr(phone, "WIRE_SAMPLE_RATE", None)
     assert await _tone_over_the_wire() < 0.98  # 0.962 s measured
+
+
+async def test_phone_sessions_are_built_without_rtvi(monkeypatch):
+    """A phone has no RTVI client: the endpoint asks for a session without RTVI."""
+    calls: dict = {}
+
+    class Endpoint:
+        def __init__(self, carrier, settings, on_call):
+            calls["on_call"] = on_call
+
+        async def start(self):
+            pass
+
+    monkeypatch.setattr(phone, "PhoneEndpoint", Endpoint)
+    persona = load_persona("aviation-examiner")
+    sessions = []
+
+    async def on_connection(transport, **kwargs):
+        sessions.append(
+            build_session(
+                persona,
+                stt=IdentityFilter(),
+                llm=FakeLLM("Hi."),
+                tts=FakeTTS(),
+                transport=transport,
+                settings=Settings(),
+                **kwargs,
+            )
+        )
+
+    await phone.start_phone_endpoint("twilio", persona, Settings(), on_connection)
+    await calls["on_call"](ScriptedTransport())
+    [session] = sessions
+    with pytest.raises(Exception, match="RTVI is not enabled"):
+        session.worker.rtvi  # noqa: B018
+    browser = build_session(
+        persona,
+        stt=IdentityFilter(),
+        llm=FakeLLM("Hi."),
+        tts=FakeTTS(),
+        transport=ScriptedTransport(),
+        settings=Settings(),
+    )
+    assert browser.worker.rtvi is not None

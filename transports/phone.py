@@ -231,7 +231,8 @@ async def start_phone_endpoint(
         persona: Sets the end-of-turn rule (:func:`phone_turn_strategies`).
         settings: Turn-taking knobs and carrier credentials.
         on_connection: The session process's pipeline starter, awaited as
-            ``on_connection(transport, user_turn_strategies=...)``.
+            ``on_connection(transport, user_turn_strategies=..., rtvi=False)`` (a phone
+            has no RTVI client to send transcripts to).
 
     Raises:
         RuntimeError: The endpoint did not start.
@@ -239,7 +240,7 @@ async def start_phone_endpoint(
     strategies = phone_turn_strategies(persona, settings)
 
     async def on_call(transport: BaseTransport) -> None:
-        await on_connection(transport, user_turn_strategies=strategies)
+        await on_connection(transport, user_turn_strategies=strategies, rtvi=False)
 
     endpoint = PhoneEndpoint(carrier, settings, on_call)
     await endpoint.start()
