@@ -104,10 +104,12 @@ async def default_runtime(
     """The runtime of ``voxtutor serve``: the local LLM server and the session supervisor.
 
     Starts the llama.cpp server (shared by every session) unless ``settings.llm_base_url``
-    points at one, marks sessions a previous server left live as failed (this process is
-    the only one serving the store: run one worker), and runs sessions in their own
-    processes with a warm spare; a ``daily`` session's room is deleted once its process has
-    exited. Stops the LLM server on exit; the app shuts the supervisor.
+    points at one, and the smart-turn service (:mod:`services.turn_service`, one model for
+    every session) unless ``settings.smart_turn_url`` does, marks sessions a previous server
+    left live as failed (this process is the only one serving the store: run one worker),
+    and runs sessions in their own processes with warm spares; a ``daily`` session's room
+    is deleted once its process has exited. Stops both services on exit; the app shuts the
+    supervisor.
 
     Args:
         settings: Process settings.
@@ -125,7 +127,7 @@ async def default_runtime(
     stale = await store.fail_live_sessions("server restarted")
     if stale:
         logger.warning(f"marked {stale} session(s) left live by a previous server as failed")
-    async with local_llm(settings) as base_url:
+    async with local_llm(settings) as base_url, _turn_service(settings) as turn_url:
         supervisor = SessionSupervisor(
             store,
             max_sessions=settings.max_sessions,
@@ -133,6 +135,7 @@ async def default_runtime(
             spares=spare_kinds(),
             on_turn=lambda _sid, turn: metrics.observe_turn(turn),
             on_ended=partial(release_session_room, api_url=settings.daily_api_url),
+            turn_url=turn_url,
         )
         supervisor.start_spare()  # every kind in spares
         yield Runtime(supervisor=supervisor, llm_base_url=base_url)
@@ -143,6 +146,19 @@ def known_tiers() -> tuple[str, ...]:
     from config.tiers import load_tiers
 
     return tuple(load_tiers())
+
+
+@asynccontextmanager
+async def _turn_service(settings: Settings) -> AsyncIterator[str]:
+    """Yield the smart-turn URL sessions use: ``smart_turn_url``, or a started service's."""
+    if settings.smart_turn_url:
+        yield settings.smart_turn_url
+        return
+    from services.turn_service import TurnService
+
+    async with TurnService() as service:
+        logger.info(f"smart-turn service on {service.url}")
+        yield service.url
 
 
 def spare_kinds() -> tuple[str, ...]:

@@ -3,8 +3,10 @@
 Starts the loopback provider fakes in a process of their own (the "network"), then for each
 level N starts N session processes at once (``bench/capacity_session.py``: the production
 pipeline with the real Pipecat provider services, no local models), each playing a real
-LibriVox recording as the learner in real time for a few turns. Prints per level: underruns,
-sessions with any, voice-to-voice median, RSS per session process, CPU per session-second;
+LibriVox recording as the learner in real time for a few turns. The sessions ask one shared
+smart-turn service (``services.turn_service``, as ``voxtutor serve`` runs it), whose CPU is
+shared out among them. Prints per level: underruns, sessions with any, voice-to-voice median,
+RSS per session process, CPU per session-second (without and with the turn service's share);
 and the largest N without underruns beyond the N=1 baseline, per core.
 
 Targets (issue 3): ≥ 15 sessions per core, ≤ 200 MB RSS per session process.
@@ -51,6 +53,39 @@ async def start_fakes() -> tuple[asyncio.subprocess.Process, dict[str, str]]:
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), 60)
     return proc, json.loads(line)
+
+
+async def start_turn_service() -> tuple[asyncio.subprocess.Process, str]:
+    """Start the shared smart-turn service as ``voxtutor serve`` does; return it and its URL.
+
+    Its CPU is the sessions' (one smart-turn inference per pause, for all of them):
+    :func:`attribute_turn_cpu` shares it out per level.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.turn_service", stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 60)
+    return proc, line.decode().strip()
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def attribute_turn_cpu(results: list[dict[str, Any]], turn_cpu_s: float) -> None:
+    """Add each good result's share of the turn service's CPU as ``turn_cpu_s``."""
+    ok = [r for r in results if "error" not in r]
+    for r in ok:
+        r["turn_cpu_s"] = turn_cpu_s / len(ok)
+
+
+def cpu_with_turns(ok: list[dict[str, Any]]) -> str:
+    """Table cell: mean CPU % of a core per process, its share of the turn service included."""
+    shares = [100 * (r["cpu_s"] + r.get("turn_cpu_s", 0.0)) / r["wall_s"] for r in ok]
+    return f"{statistics.mean(shares):.1f}"
 
 
 async def run_level(n: int, cfg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -163,6 +198,7 @@ async def main() -> None:
     console = Console(width=160)
     cores = os.cpu_count() or 1
     fakes, urls = await start_fakes()
+    turns, turn_url = await start_turn_service()
     rows: dict[str, list[tuple[int, list[dict[str, Any]]]]] = {v: [] for v in variants}
     try:
         with tempfile.TemporaryDirectory() as home:
@@ -174,9 +210,13 @@ async def main() -> None:
                         "audio": [str(CLIP)],
                         "turns": args.turns,
                         "variant": variant,
+                        # The baseline runs smart-turn in each process, as Pipecat does.
+                        "turn_url": turn_url if variant == "voxtutor" else None,
                         **urls,
                     }
+                    turn0 = proc_cpu_s(turns.pid)
                     results = await run_level(n, cfg)
+                    attribute_turn_cpu(results, proc_cpu_s(turns.pid) - turn0)
                     rows[variant].append((n, results))
                     ok = [r for r in results if "error" not in r]
                     console.print(
@@ -184,12 +224,16 @@ async def main() -> None:
                         f"underruns {sum(r['underruns'] for r in ok)}"
                     )
     finally:
+        turns.terminate()
+        await turns.wait()
         if fakes.stdin is not None:
             fakes.stdin.close()
         await fakes.wait()
 
     for variant in variants:
-        table, best, base_underruns = levels_table(rows[variant], "sessions")
+        table, best, base_underruns = levels_table(
+            rows[variant], "sessions", extra=[("CPU % incl. turn service", cpu_with_turns)]
+        )
         table.title = f"{variant} pipeline, stack {args.stack}"
         console.print(table)
         console.print(
@@ -213,9 +257,9 @@ async def main() -> None:
 
 
 def _cpu_share(results: list[dict[str, Any]]) -> float:
-    """Mean CPU per session while talking, in % of a core."""
+    """Mean CPU per session while talking (its share of the turn service included), % of a core."""
     ok = [r for r in results if "error" not in r and r["wall_s"]]
-    return statistics.fmean(100 * r["cpu_s"] / r["wall_s"] for r in ok) if ok else 0.0
+    return float(cpu_with_turns(ok)) if ok else 0.0
 
 
 if __name__ == "__main__":

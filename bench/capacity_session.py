@@ -104,6 +104,7 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
         anthropic_base_url=cfg.get("anthropic_base_url"),
         deepgram_base_url=cfg.get("deepgram_base_url"),
         cartesia_url=cfg.get("cartesia_url"),
+        smart_turn_url=cfg.get("turn_url"),
     )
     persona = load_persona("aviation-examiner")
     baseline = cfg.get("variant", "voxtutor") == "pipecat"

@@ -50,7 +50,15 @@ from typing import Any
 
 from rich.console import Console
 
-from bench.capacity import CLIP, levels_table, start_fakes
+from bench.capacity import (
+    CLIP,
+    attribute_turn_cpu,
+    cpu_with_turns,
+    levels_table,
+    proc_cpu_s,
+    start_fakes,
+    start_turn_service,
+)
 from bench.capacity_session import GAP_S, LATE_MS
 from tests.phone_support import FRAME, RATE, CarrierCall, speech_onset, ulaw_encode
 from transports.file import load_learner_audio
@@ -193,12 +201,6 @@ class LoopLag:
             self.lags_ms.append((time.monotonic() - t - self.every_s) * 1000)
 
 
-def _proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine so far, all cores (``/proc/stat``)."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -236,12 +238,20 @@ async def _finish(proc: asyncio.subprocess.Process, caller: Caller | None) -> di
 
 
 async def run_level(
-    n: int, cfg: dict[str, Any], speech: Speech, turns: int, stagger_s: float, fakes_pid: int
+    n: int,
+    cfg: dict[str, Any],
+    speech: Speech,
+    turns: int,
+    stagger_s: float,
+    fakes_pid: int,
+    turn_pid: int,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Run ``n`` calls at once; return one result per call and the level's harness numbers.
 
     The harness numbers are the callers' loop lag (``lag_p99_ms``, ``lag_max_ms``), the CPU
-    share in % of a core of the fakes and of this process (``fakes_cpu``, ``callers_cpu``), and
+    share in % of a core of the fakes, the shared smart-turn service and this process
+    (``fakes_cpu``, ``turn_cpu``, ``callers_cpu``; the turn service's is also shared out
+    among the calls as their ``turn_cpu_s``), and
     the whole machine's busy share in % of all cores (``machine_busy``), over the calls
     (``wall_s``).
     """
@@ -255,7 +265,8 @@ async def run_level(
     ]
     lag = LoopLag()
     lag_task = asyncio.create_task(lag.run())
-    t0, fakes0, busy0 = time.monotonic(), _proc_cpu_s(fakes_pid), _machine_busy()
+    t0, fakes0, busy0 = time.monotonic(), proc_cpu_s(fakes_pid), _machine_busy()
+    turn0 = proc_cpu_s(turn_pid)
     self0 = resource.getrusage(resource.RUSAGE_SELF)
     await asyncio.gather(
         *(
@@ -271,7 +282,8 @@ async def run_level(
     harness = {
         "lag_p99_ms": statistics.quantiles(lag.lags_ms, n=100)[98] if len(lag.lags_ms) > 1 else 0,
         "lag_max_ms": max(lag.lags_ms, default=0.0),
-        "fakes_cpu": (_proc_cpu_s(fakes_pid) - fakes0) / wall * 100,
+        "fakes_cpu": (proc_cpu_s(fakes_pid) - fakes0) / wall * 100,
+        "turn_cpu": (proc_cpu_s(turn_pid) - turn0) / wall * 100,
         "callers_cpu": callers_cpu / wall * 100,
         "machine_busy": (busy1[0] - busy0[0]) / (busy1[1] - busy0[1]) * 100,
         "wall_s": wall,
@@ -284,6 +296,7 @@ async def run_level(
             results.append({"error": f"not ready: {url!r}"})
         else:
             results.append(await _finish(proc, caller))
+    attribute_turn_cpu(results, harness["turn_cpu"] * wall / 100)
     return results, harness
 
 
@@ -310,13 +323,20 @@ async def main() -> None:
     cores = os.cpu_count() or 1
     speech = Speech.load(CLIP)
     fakes, urls = await start_fakes()
+    turn_service, turn_url = await start_turn_service()
     rows: list[tuple[int, list[dict[str, Any]], dict[str, float]]] = []
     try:
         with tempfile.TemporaryDirectory() as home:
-            cfg: dict[str, Any] = {"home": home, "stack": args.stack, "timeout_s": 600, **urls}
+            cfg: dict[str, Any] = {
+                "home": home,
+                "stack": args.stack,
+                "timeout_s": 600,
+                "turn_url": turn_url,
+                **urls,
+            }
             for n in [int(x) for x in args.levels.split(",")]:
                 results, harness = await run_level(
-                    n, cfg, speech, args.turns, args.stagger, fakes.pid
+                    n, cfg, speech, args.turns, args.stagger, fakes.pid, turn_service.pid
                 )
                 rows.append((n, results, harness))
                 ok = [r for r in results if "error" not in r]
@@ -325,6 +345,8 @@ async def main() -> None:
                     f"load avg {os.getloadavg()[0]:.1f}"
                 )
     finally:
+        turn_service.terminate()
+        await turn_service.wait()
         if fakes.stdin is not None:
             fakes.stdin.close()
         await fakes.wait()
@@ -341,6 +363,7 @@ async def main() -> None:
         [(n, r) for n, r, _ in rows],
         "calls",
         extra=[
+            ("CPU % incl. turn service", cpu_with_turns),
             ("recorder v2v ms", _median_of("recorder_ms")),
             ("answered", lambda ok: str(sum(r["answered"] for r in ok))),
             ("clears", lambda ok: str(sum(r["clears"] for r in ok))),
@@ -349,15 +372,26 @@ async def main() -> None:
     console.print(table)
     for n, results, h in rows:
         calls_cpu = sum(r["cpu_s"] for r in results if "error" not in r) / h["wall_s"] * 100
-        others = h["machine_busy"] * cores - calls_cpu - h["fakes_cpu"] - h["callers_cpu"]
+        others = (
+            h["machine_busy"] * cores
+            - calls_cpu
+            - h["fakes_cpu"]
+            - h["turn_cpu"]
+            - h["callers_cpu"]
+        )
         console.print(
             f"N={n}: callers' loop lag p99 {h['lag_p99_ms']:.1f} ms, max {h['lag_max_ms']:.0f} ms;"
-            f" CPU % of a core: calls {calls_cpu:.0f}, fakes {h['fakes_cpu']:.0f},"
+            f" CPU % of a core: calls {calls_cpu:.0f}, turn service {h['turn_cpu']:.0f},"
+            f" fakes {h['fakes_cpu']:.0f},"
             f" callers {h['callers_cpu']:.0f}, other processes {max(others, 0):.0f}"
             f" (machine busy {h['machine_busy']:.0f} % of {cores} cores)"
         )
     first_ok = next((r for _, res, _ in rows for r in res if "error" not in r), None)
-    per_call_cpu = first_ok["cpu_s"] / first_ok["wall_s"] if first_ok else 0
+    per_call_cpu = (
+        (first_ok["cpu_s"] + first_ok.get("turn_cpu_s", 0.0)) / first_ok["wall_s"]
+        if first_ok
+        else 0
+    )
     console.print(
         f"stack {args.stack}: {best} concurrent calls with no more underruns than N=1 "
         f"({base} per call) on {cores} cores = {best / cores:.1f} calls per core (target ≥ 15); "

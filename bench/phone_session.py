@@ -69,6 +69,7 @@ async def run(cfg: dict[str, Any], ready: Any = print) -> dict[str, Any]:
         anthropic_base_url=cfg.get("anthropic_base_url"),
         deepgram_base_url=cfg.get("deepgram_base_url"),
         cartesia_url=cfg.get("cartesia_url"),
+        smart_turn_url=cfg.get("turn_url"),
         twilio_account_sid=None,  # no REST hang-up: the call ends when the stream closes
         twilio_auth_token=None,
     )

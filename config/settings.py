@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         smart_turn_max_pause_ms: Pause in ms that ends a turn even when smart-turn judges the
             utterance unfinished (Pipecat's default is 3000; learners pause to think, but
             2 s already feels like the tutor stopped listening).
+        smart_turn_url: A smart-turn service (``services.turn_service``: ``POST`` of a
+            float32 16 kHz ``.npy`` array → ``{"prediction", "probability"}``) shared by the
+            sessions instead of a model copy in each (~25-60 MB each); ``voxtutor serve``
+            starts one on loopback and gives its URL to its sessions. ``None``: each session
+            loads the model itself.
         min_words_to_interrupt: Words a learner must say while the bot speaks to barge in,
             so a one-word backchannel ("ja", "mhm") does not interrupt.
         log_level: loguru level for the console.
@@ -114,6 +119,7 @@ class Settings(BaseSettings):
     vad_stop_ms: int = Field(default=200, ge=50, le=2000)
     speech_timeout_ms: int = Field(default=600, ge=100, le=5000)
     smart_turn_max_pause_ms: int = Field(default=2000, ge=300, le=10000)
+    smart_turn_url: str | None = None
     min_words_to_interrupt: int = Field(default=3, ge=1)
     log_level: str = "INFO"
     database_url: str | None = Field(

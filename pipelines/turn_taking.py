@@ -7,18 +7,24 @@ backchannel ("ja", "mhm", "jo") does not cut the tutor off.
 
 End. Smart-turn v3 decides for English and German (a pause longer than
 ``smart_turn_max_pause_ms`` ends the turn even when the model hears it as unfinished); Czech,
-which smart-turn does not cover, ends a turn after a ``speech_timeout_ms`` pause.
+which smart-turn does not cover, ends a turn after a ``speech_timeout_ms`` pause. The model
+is the server's shared one when ``smart_turn_url`` is set (:mod:`services.turn_service`),
+else a copy in the session process.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import io
+import threading
 from importlib import resources
 from typing import Any
 
+import httpx
 import numpy as np
 import onnxruntime as ort
+from loguru import logger
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn, SmartTurnParams
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroVADAnalyzer
@@ -108,6 +114,70 @@ class LeanSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
                 _MALLOC_TRIM(0)
 
 
+class RemoteSmartTurnAnalyzer(BaseSmartTurn):
+    """Smart-turn v3.2 asked over HTTP: the server's shared model (:mod:`services.turn_service`).
+
+    Sends each end-of-turn question (the learner's audio since speech start, ≤ 8 s, float32
+    16 kHz) as ``numpy.save`` bytes, the wire format of Pipecat's ``HttpSmartTurnAnalyzer``;
+    Pipecat's own class is not used because in 1.14 it looks for a running event loop on
+    the smart-turn worker thread, finds none, and so answers "incomplete" every time.
+
+    If the service fails or takes longer than ``timeout_s``, the session degrades to its own
+    copy of the model (:class:`LeanSmartTurnAnalyzer`, loaded on that first failure) for the
+    rest of the session, logging it once: turn ends stay as good, memory grows by ~25 MB.
+
+    Args:
+        url: ``http://127.0.0.1:<port>/predict``.
+        timeout_s: Seconds before a request counts as failed (an inference takes ~50 ms).
+        **kwargs: ``params`` and ``sample_rate`` as for Pipecat's analyzers.
+    """
+
+    def __init__(self, *, url: str, timeout_s: float = 1.0, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.url = url
+        # Used from Pipecat's smart-turn thread only (one request at a time per session).
+        self._client = httpx.Client(timeout=timeout_s)
+        self._fallback: LeanSmartTurnAnalyzer | None = None
+        self._fallback_lock = threading.Lock()
+
+    @property
+    def degraded(self) -> bool:
+        """Whether the service failed and the session now runs its own model."""
+        return self._fallback is not None
+
+    def _predict_endpoint(self, audio_array: np.ndarray) -> dict[str, Any]:
+        """Ask the service (blocking; Pipecat calls this on its smart-turn thread)."""
+        if self._fallback is None:
+            body = io.BytesIO()
+            np.save(body, np.ascontiguousarray(audio_array, dtype=np.float32))
+            try:
+                r = self._client.post(
+                    self.url,
+                    content=body.getvalue(),
+                    headers={"Content-Type": "application/octet-stream"},
+                )
+                r.raise_for_status()
+                answer = r.json()
+                return {
+                    "prediction": int(answer["prediction"]),
+                    "probability": float(answer["probability"]),
+                }
+            except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
+                logger.warning(f"smart-turn service {self.url} failed ({e!r}); using a local model")
+                with self._fallback_lock:
+                    if self._fallback is None:
+                        self._fallback = LeanSmartTurnAnalyzer(sample_rate=self._init_sample_rate)
+                        self._fallback.set_sample_rate(self.sample_rate)
+        return self._fallback._predict_endpoint(audio_array)
+
+    async def cleanup(self) -> None:
+        """Close the HTTP client (and the fallback model's thread, if any)."""
+        await super().cleanup()
+        self._client.close()
+        if self._fallback is not None:
+            await self._fallback.cleanup()
+
+
 class QuietBotVADUserTurnStartStrategy(VADUserTurnStartStrategy):
     """Start the learner's turn on VAD speech onset, but only while the bot is silent.
 
@@ -135,8 +205,11 @@ def turn_strategies(persona: Persona, settings: Settings) -> UserTurnStrategies:
     """Return the turn start/stop strategies for the persona's language (see module doc)."""
     stop: TurnAnalyzerUserTurnStopStrategy | SpeechTimeoutUserTurnStopStrategy
     if persona.language in SMART_TURN_LANGUAGES:
-        analyzer = LeanSmartTurnAnalyzer(
-            params=SmartTurnParams(stop_secs=settings.smart_turn_max_pause_ms / 1000)
+        params = SmartTurnParams(stop_secs=settings.smart_turn_max_pause_ms / 1000)
+        analyzer: BaseSmartTurn = (
+            RemoteSmartTurnAnalyzer(url=settings.smart_turn_url, params=params)
+            if settings.smart_turn_url
+            else LeanSmartTurnAnalyzer(params=params)
         )
         stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)
     else:

@@ -51,6 +51,8 @@ class SessionSpec:
         daily_call_id: Daily pinless dial-in (a phone call): the held call's ``callId``,
             which the bot's transport hands back in ``pinlessCallUpdate``; ``None`` otherwise.
         daily_call_domain: Daily pinless dial-in: the call's ``callDomain``; ``None`` otherwise.
+        turn_url: The server's shared smart-turn service (:mod:`services.turn_service`), or
+            ``None`` for a model in the session process; set by the supervisor.
     """
 
     session_id: str
@@ -68,6 +70,7 @@ class SessionSpec:
     daily_token: str | None = None
     daily_call_id: str | None = None
     daily_call_domain: str | None = None
+    turn_url: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the spec as a JSON-ready dict (passed to the process as an argument)."""

@@ -16,7 +16,7 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,8 @@ class SessionSupervisor:
             process has exited, however it ended (goodbye, idle, crash, kill, shutdown), e.g.
             to delete the session's Daily room. A :meth:`spawn` that raises calls nothing: the
             caller cleans up. Errors are logged, never raised.
+        turn_url: The shared smart-turn service every session asks (set on each spec that
+            names none), or ``None``: each session runs its own model.
     """
 
     def __init__(
@@ -110,10 +112,12 @@ class SessionSupervisor:
         on_turn: Callable[[str, dict[str, Any]], None] | None = None,
         on_ready: Callable[[float], None] | None = None,
         on_ended: Callable[[SessionSpec], Awaitable[object]] | None = None,
+        turn_url: str | None = None,
     ):
         self.on_turn = on_turn
         self.on_ready = on_ready
         self.on_ended = on_ended
+        self.turn_url = turn_url
         self.store = store
         unknown = set(spares) - set(SPARE_KINDS)
         if unknown:
@@ -163,6 +167,8 @@ class SessionSupervisor:
         """
         if len(self._children) >= self.max_sessions:
             raise CapacityError(f"all {self.max_sessions} session slots are in use")
+        if spec.turn_url is None and self.turn_url:
+            spec = replace(spec, turn_url=self.turn_url)
         t0 = time.monotonic()
         kind = spare_kind(spec.tier)
         task = self._spare_task.get(kind)

@@ -123,6 +123,8 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
 
     channel = channel or _Channel()
     settings = get_settings()
+    if spec.turn_url:
+        settings = settings.model_copy(update={"smart_turn_url": spec.turn_url})
     persona = load_persona(spec.persona)
     store = await Store.open(spec.database_url, migrate=False)
     # A speech-to-speech tier has no STT, LLM and TTS: sessions.realtime_worker builds it.

@@ -24,6 +24,7 @@ from av import AudioFrame
 from config.settings import Settings
 from models.registry import model_path
 from services.llama_server import LlamaServer
+from services.turn_service import TurnService
 from sessions.protocol import CapacityError, SessionNotRunningError, SessionSpec
 from sessions.supervisor import SessionSupervisor
 from store import Store
@@ -82,7 +83,15 @@ async def env(tmp_path, llm_url):
     store = await Store.open(url)
     key, _ = await store.create_api_key("test")
     learner = await store.create_learner(key.id, "Pat", "en")
-    sup = SessionSupervisor(store, max_sessions=1, log_dir=tmp_path / "logs", spares=("local",))
+    turn_service = TurnService()
+    await turn_service.start()
+    sup = SessionSupervisor(
+        store,
+        max_sessions=1,
+        log_dir=tmp_path / "logs",
+        spares=("local",),
+        turn_url=turn_service.url,
+    )
 
     async def new_session(idle_timeout_s: float = 300.0) -> str:
         info, _token = await store.create_session(
@@ -100,8 +109,9 @@ async def env(tmp_path, llm_url):
         await sup.spawn(spec)
         return info.id
 
-    yield store, sup, new_session
+    yield store, sup, new_session, turn_service
     await sup.shutdown()
+    await turn_service.stop()
     await store.close()
 
 
@@ -140,7 +150,7 @@ async def wait_for(predicate, timeout_s: float) -> None:
 
 
 async def test_webrtc_session_greets_hears_speech_answers_and_stores_turns(env, librivox):
-    store, sup, new_session = env
+    store, sup, new_session, turn_service = env
     clip, text = next((p, t) for p, t in librivox.items() if "0880" in p.name)
     pcm16 = load_learner_audio(clip, 16000)
     pcm = np.repeat(pcm16, 3)  # 16 kHz → 48 kHz (sample repeat is fine for speech tests)
@@ -162,6 +172,8 @@ async def test_webrtc_session_greets_hears_speech_answers_and_stores_turns(env, 
     assert "disposed" in learner.text.lower() or "young man" in learner.text.lower()
     assert (await store.get_session(sid)).status == "active"
     assert received["samples"] > RATE  # > 1 s of the bot's voice reached the "browser"
+    # The learner's turn ended on the server's shared smart-turn model, not a session copy.
+    assert turn_service.requests >= 1
 
     await sup.end(sid, "test done")
     await wait_for(lambda: _not_running(sup, sid), 30)
@@ -175,7 +187,7 @@ async def _not_running(sup, sid):
 
 
 async def test_killed_session_process_is_marked_failed_and_keeps_its_turns(env):
-    store, sup, new_session = env
+    store, sup, new_session, _ = env
     sid = await new_session()
     with pytest.raises(CapacityError):  # max_sessions=1
         await new_session()
@@ -196,7 +208,7 @@ async def test_killed_session_process_is_marked_failed_and_keeps_its_turns(env):
 
 
 async def test_session_nobody_connects_to_ends_and_frees_its_slot(env):
-    store, sup, new_session = env
+    store, sup, new_session, _ = env
     sid = await new_session(idle_timeout_s=2.0)
     await wait_for(lambda: _not_running(sup, sid), 30)
     info = await store.get_session(sid)

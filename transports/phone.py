@@ -24,13 +24,9 @@ issue asks for ``clear`` within 500 ms of the caller speaking over the bot, whic
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
-import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, WebSocket
 from loguru import logger
 from pipecat.runner.types import CallData
@@ -49,6 +45,7 @@ from pydantic import SecretStr
 from config.personas import Persona
 from config.settings import Settings
 from pipelines.turn_taking import turn_strategies
+from services.loopback import LoopbackServer, serve_loopback
 
 CARRIERS = ("twilio", "telnyx")
 """Transports of :class:`sessions.protocol.SessionSpec` that are phone calls."""
@@ -126,14 +123,6 @@ def phone_turn_strategies(persona: Persona, settings: Settings) -> UserTurnStrat
     )
 
 
-class _LoopbackServer(uvicorn.Server):
-    """uvicorn without its signal handlers: the session process keeps its own."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
-
-
 class PhoneEndpoint:
     """The session process's loopback websocket that the server relays one call to.
 
@@ -159,8 +148,7 @@ class PhoneEndpoint:
         self._secret = secrets.token_urlsafe(24)
         self._taken = False
         self._done = asyncio.Event()
-        self._server: _LoopbackServer | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._server: LoopbackServer | None = None
         self.url = ""
         """``ws://127.0.0.1:<port>/<secret>`` once started."""
 
@@ -172,20 +160,9 @@ class PhoneEndpoint:
         """
         app = FastAPI()
         app.add_api_websocket_route("/{secret}", self._serve)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="off")
-        self._server = _LoopbackServer(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="phone-endpoint")
-        for _ in range(1000):
-            if self._server.started:
-                self.url = f"ws://127.0.0.1:{port}/{self._secret}"
-                return self.url
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.01)
-        raise RuntimeError("the phone endpoint did not start")
+        self._server = await serve_loopback(app, "phone-endpoint")
+        self.url = f"ws://127.0.0.1:{self._server.port}/{self._secret}"
+        return self.url
 
     async def _serve(self, websocket: WebSocket, secret: str) -> None:
         if self._taken or not secrets.compare_digest(secret, self._secret):
@@ -212,10 +189,7 @@ class PhoneEndpoint:
         """Release the held connection and stop serving."""
         self._done.set()
         if self._server is not None:
-            self._server.should_exit = True
-        if self._task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._task, 5)
+            await self._server.stop()
 
 
 async def start_phone_endpoint(
