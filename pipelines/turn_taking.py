@@ -25,7 +25,11 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 from loguru import logger
-from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn, SmartTurnParams
+from pipecat.audio.turn.smart_turn.base_smart_turn import (
+    BaseSmartTurn,
+    SmartTurnParams,
+    SmartTurnTimeoutException,
+)
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADState
@@ -122,21 +126,24 @@ class RemoteSmartTurnAnalyzer(BaseSmartTurn):
     Pipecat's own class is not used because in 1.14 it looks for a running event loop on
     the smart-turn worker thread, finds none, and so answers "incomplete" every time.
 
-    If the service fails or takes longer than ``timeout_s``, the session degrades to its own
-    copy of the model (:class:`LeanSmartTurnAnalyzer`, loaded on that first failure) for the
-    rest of the session, logging it once: turn ends stay as good, memory grows by ~25 MB.
+    A busy service (many sessions pausing at once) only delays the answer: a request is given
+    up to the turn's maximum pause (``params.stop_secs``, Pipecat's own timeout for its HTTP
+    analyzer), after which the turn ends as that pause would have ended it. A service that is
+    gone or answers with an error instead makes the session degrade to its own copy of the
+    model (:class:`LeanSmartTurnAnalyzer`, loaded on that first failure) for the rest of the
+    session, logged once: turn ends stay as good, memory grows by ~25 MB.
 
     Args:
         url: ``http://127.0.0.1:<port>/predict``.
-        timeout_s: Seconds before a request counts as failed (an inference takes ~50 ms).
+        timeout_s: Seconds to wait for an answer; default ``params.stop_secs``.
         **kwargs: ``params`` and ``sample_rate`` as for Pipecat's analyzers.
     """
 
-    def __init__(self, *, url: str, timeout_s: float = 1.0, **kwargs: Any):
+    def __init__(self, *, url: str, timeout_s: float | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.url = url
         # Used from Pipecat's smart-turn thread only (one request at a time per session).
-        self._client = httpx.Client(timeout=timeout_s)
+        self._client = httpx.Client(timeout=timeout_s or self.params.stop_secs)
         self._fallback: LeanSmartTurnAnalyzer | None = None
         self._fallback_lock = threading.Lock()
 
@@ -162,6 +169,9 @@ class RemoteSmartTurnAnalyzer(BaseSmartTurn):
                     "prediction": int(answer["prediction"]),
                     "probability": float(answer["probability"]),
                 }
+            except httpx.TimeoutException as e:
+                logger.warning(f"smart-turn service {self.url} too slow; ending the turn")
+                raise SmartTurnTimeoutException(str(e)) from None
             except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
                 logger.warning(f"smart-turn service {self.url} failed ({e!r}); using a local model")
                 with self._fallback_lock:

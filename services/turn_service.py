@@ -64,6 +64,9 @@ class TurnService:
     Args:
         port: TCP port on loopback; 0 picks a free one.
         threads: Inferences run at once (each on one ONNX thread, ~50 ms on 8 s of audio).
+            One by default: sessions pausing together wait a little longer for their turn
+            decision, but inference never takes more than one core from the sessions'
+            real-time audio.
 
     Use as ``async with TurnService() as service: service.url``.
     """

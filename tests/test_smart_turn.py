@@ -13,7 +13,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnTimeoutException
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from config.personas import load_persona
 from config.settings import Settings
@@ -22,6 +27,7 @@ from pipelines.turn_taking import (
     RemoteSmartTurnAnalyzer,
     turn_strategies,
 )
+from services.loopback import serve_loopback
 from services.turn_service import TurnService
 
 
@@ -121,3 +127,21 @@ def test_sessions_ask_the_service_when_a_url_is_set() -> None:
     analyzer = stop._turn_analyzer
     assert isinstance(analyzer, RemoteSmartTurnAnalyzer)
     assert analyzer.url == "http://127.0.0.1:9/predict"
+
+
+async def test_a_slow_service_ends_the_turn_instead_of_loading_a_model() -> None:
+    """Many sessions pausing at once only delay answers: the turn ends at the timeout."""
+
+    async def slow(_request: Request) -> JSONResponse:
+        await asyncio.sleep(1.0)
+        return JSONResponse({"prediction": 0, "probability": 0.1})
+
+    server = await serve_loopback(Starlette(routes=[Route("/p", slow, methods=["POST"])]), "slow")
+    try:
+        remote = RemoteSmartTurnAnalyzer(url=f"http://127.0.0.1:{server.port}/p", timeout_s=0.3)
+        with pytest.raises(SmartTurnTimeoutException):
+            await asyncio.to_thread(remote._predict_endpoint, np.zeros(16000, dtype=np.float32))
+        assert not remote.degraded
+        await remote.cleanup()
+    finally:
+        await server.stop()
