@@ -132,7 +132,7 @@ async def default_runtime(
             store,
             max_sessions=settings.max_sessions,
             log_dir=settings.home / "logs" / "sessions",
-            spares=spare_kinds(),
+            spares=spare_kinds(settings),
             on_turn=lambda _sid, turn: metrics.observe_turn(turn),
             on_ended=partial(release_session_room, api_url=settings.daily_api_url),
             turn_url=turn_url,
@@ -161,18 +161,23 @@ async def _turn_service(settings: Settings) -> AsyncIterator[str]:
         yield service.url
 
 
-def spare_kinds() -> tuple[str, ...]:
-    """The warm spares the server keeps: ``local``, plus ``cloud`` if a cloud tier is usable.
+def spare_kinds(settings: Settings | None = None) -> tuple[str, ...]:
+    """The warm spares the server keeps (:data:`sessions.supervisor.SPARE_KINDS`).
 
-    A cloud spare (imports only, ~150 MB idle) is kept only where some cloud tier has every
-    primary key set: on an offline machine it would never be used.
+    ``local`` always; ``cloud`` if a cloud tier is usable; ``phone`` if, as well, Twilio or
+    Telnyx calls can arrive (their webhook secret is in ``settings``). A cloud spare
+    (imports only, ~150 MB idle) is kept only where some cloud tier has every primary key
+    set: on an offline machine it would never be used.
     """
     from config.tiers import load_tiers
     from sessions.supervisor import spare_kind
 
     tiers = load_tiers()
     usable_cloud = any(spare_kind(n) == "cloud" and not t.missing_env() for n, t in tiers.items())
-    return ("local", "cloud") if usable_cloud else ("local",)
+    if not usable_cloud:
+        return ("local",)
+    phone = settings is not None and bool(settings.twilio_auth_token or settings.telnyx_public_key)
+    return ("local", "cloud", "phone") if phone else ("local", "cloud")
 
 
 def missing_env(tier: str) -> list[str]:

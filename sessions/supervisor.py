@@ -37,25 +37,29 @@ REQUEST_TIMEOUT_S = 30.0
 END_GRACE_S = 20.0
 """After an ``end`` request, seconds allowed for the goodbye before the process is killed."""
 
-SPARE_KINDS = ("local", "cloud")
+SPARE_KINDS = ("local", "cloud", "phone")
 """Kinds of warm spare process: ``local`` preloads Whisper base and a Piper voice (the local
 tier's models, ~2 s to load); ``cloud`` only imports (a cloud tier loads no local model unless
-a failover reaches one, so it should not carry ~150 MB of them)."""
+a failover reaches one, so it should not carry ~150 MB of them); ``phone`` is ``cloud``
+without the browser transports (aiortc, PyAV, daily-python: ~45 MB a call does not need)."""
+
+PHONE_TRANSPORTS = frozenset({"twilio", "telnyx"})
 
 
-def spare_kind(tier: str) -> str:
+def spare_kind(tier: str, transport: str = "webrtc") -> str:
     """The kind of spare (:data:`SPARE_KINDS`) that starts a session of ``tier`` fastest.
 
-    ``local`` for a tier whose STT or TTS primary runs a local model, else ``cloud`` (every
-    cloud tier, speech-to-speech included, and names not in ``config/tiers.yaml``).
+    ``local`` for a tier whose STT or TTS primary runs a local model (whatever the
+    transport: its models dominate); else ``phone`` for a Twilio or Telnyx call, ``cloud``
+    for the rest (speech-to-speech included, and names not in ``config/tiers.yaml``).
     """
     from config.tiers import load_tiers
 
     found = load_tiers().get(tier)
-    if found is None or found.kind != "pipeline":
-        return "cloud"
-    primaries = [found.stt[0], found.tts[0]] if found.stt and found.tts else []
-    return "local" if any(link.provider == "local" for link in primaries) else "cloud"
+    if found is not None and found.kind == "pipeline" and found.stt and found.tts:
+        if any(link.provider == "local" for link in (found.stt[0], found.tts[0])):
+            return "local"
+    return "phone" if transport in PHONE_TRANSPORTS else "cloud"
 
 
 @dataclass
@@ -170,7 +174,7 @@ class SessionSupervisor:
         if spec.turn_url is None and self.turn_url:
             spec = replace(spec, turn_url=self.turn_url)
         t0 = time.monotonic()
-        kind = spare_kind(spec.tier)
+        kind = spare_kind(spec.tier, spec.transport)
         task = self._spare_task.get(kind)
         if task is not None and not task.done():
             # A spare that is still preloading is nearer to ready than a new process.

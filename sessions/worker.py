@@ -1,7 +1,8 @@
 """Entry point of one session process: ``python -m sessions.worker '<SessionSpec JSON>'``.
 
-With ``--spare=local`` (or ``--spare=cloud``) instead of a spec, the process does the imports
-(and for ``local`` loads the local tier's Whisper and Piper) and waits for a
+With ``--spare=local`` (or ``cloud``, ``phone``) instead of a spec, the process does the imports
+(for ``local`` also loads the local tier's Whisper and Piper; ``phone`` leaves out the browser
+transports) and waits for a
 ``{"op": "start", "spec": {...}}`` line, so a session can start without paying for them.
 
 Loads the persona's services (models load here, once per session), reports ``ready``, then
@@ -70,7 +71,8 @@ async def run_spare(kind: str = "local") -> int:
 
     A spare process makes spawning a session cost only the persona-specific rest (see
     :func:`pipelines.local.preload`). A ``cloud`` spare loads no local model: a cloud tier's
-    local backups load only if a failover reaches them.
+    local backups load only if a failover reaches them. A ``phone`` spare is a ``cloud`` one
+    without the WebRTC and Daily transports.
     """
     from config.settings import get_settings
 
@@ -79,10 +81,12 @@ async def run_spare(kind: str = "local") -> int:
         from pipelines.local import preload
 
         preload(get_settings())
-    # Import what run() imports, so the session pays for none of it.
-    import pipecat.transports.daily.transport  # noqa: F401  # daily-python, ~0.5 s
-    import pipecat.transports.smallwebrtc.request_handler  # noqa: F401
-    import pipecat.transports.smallwebrtc.transport  # noqa: F401
+    # Import what run() imports, so the session pays for none of it; a phone spare leaves
+    # out the browser transports (aiortc, PyAV, daily-python: ~45 MB a call would carry).
+    if kind != "phone":
+        import pipecat.transports.daily.transport  # noqa: F401  # daily-python, ~0.5 s
+        import pipecat.transports.smallwebrtc.request_handler  # noqa: F401
+        import pipecat.transports.smallwebrtc.transport  # noqa: F401
     import pipecat.workers.runner  # noqa: F401
 
     import pipelines.session  # noqa: F401
@@ -100,15 +104,7 @@ async def run_spare(kind: str = "local") -> int:
 
 async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     """Run one session to its end; return the process exit status (0 on a normal end)."""
-    from pipecat.transports.base_transport import BaseTransport, TransportParams
-    from pipecat.transports.smallwebrtc.request_handler import (
-        ConnectionMode,
-        IceCandidate,
-        SmallWebRTCPatchRequest,
-        SmallWebRTCRequest,
-        SmallWebRTCRequestHandler,
-    )
-    from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
+    from pipecat.transports.base_transport import BaseTransport
     from pipecat.workers.runner import WorkerRunner
 
     from config.personas import load_persona
@@ -140,7 +136,8 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
             on_switch=provider_switch_recorder(store, spec.session_id),
         )
     )
-    handler = SmallWebRTCRequestHandler(connection_mode=ConnectionMode.SINGLE)
+    # Only a browser session imports the WebRTC stack (aiortc, PyAV: ~40 MB).
+    handler: Any = _webrtc_handler() if spec.transport == "webrtc" else None
     runner = WorkerRunner(handle_sigint=False)
     started: asyncio.Event = asyncio.Event()
     tasks: set[asyncio.Task[Any]] = set()
@@ -160,12 +157,7 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     async def on_connection(connection: Any, **phone: Any) -> None:
         # A SmallWebRTC connection, or a phone call's ready transport (transports.phone).
         transport = (
-            connection
-            if isinstance(connection, BaseTransport)
-            else SmallWebRTCTransport(
-                webrtc_connection=connection,
-                params=TransportParams(audio_in_enabled=True, audio_out_enabled=True),
-            )
+            connection if isinstance(connection, BaseTransport) else _webrtc_transport(connection)
         )
         session: Session
         if services is None:
@@ -216,7 +208,13 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
         async for req in channel.requests():
             op, rid = req.get("op"), req.get("id")
             try:
+                if op in ("offer", "ice") and handler is None:
+                    raise ValueError(f"a {spec.transport} session takes no WebRTC {op}")
                 if op == "offer":
+                    from pipecat.transports.smallwebrtc.request_handler import (
+                        SmallWebRTCRequest,
+                    )
+
                     answer = await handler.handle_web_request(
                         SmallWebRTCRequest(
                             sdp=req["sdp"],
@@ -228,6 +226,11 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
                     )
                     channel.send({"event": "reply", "id": rid, "ok": True, "data": answer})
                 elif op == "ice":
+                    from pipecat.transports.smallwebrtc.request_handler import (
+                        IceCandidate,
+                        SmallWebRTCPatchRequest,
+                    )
+
                     await handler.handle_patch_request(
                         SmallWebRTCPatchRequest(
                             pc_id=req["pc_id"],
@@ -278,11 +281,33 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     await store.set_session_status(spec.session_id, "ended", reason)
     channel.send({"event": "ended", "reason": reason})
     requests_task.cancel()
-    await handler.close()
+    if handler is not None:
+        await handler.close()
     if phone is not None:
         await phone.close()
     await store.close()
     return 0
+
+
+def _webrtc_handler() -> Any:
+    """Pipecat's SmallWebRTC request handler for the session's one peer connection."""
+    from pipecat.transports.smallwebrtc.request_handler import (
+        ConnectionMode,
+        SmallWebRTCRequestHandler,
+    )
+
+    return SmallWebRTCRequestHandler(connection_mode=ConnectionMode.SINGLE)
+
+
+def _webrtc_transport(connection: Any) -> Any:
+    """The SmallWebRTC transport over the browser's peer connection (audio both ways)."""
+    from pipecat.transports.base_transport import TransportParams
+    from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
+
+    return SmallWebRTCTransport(
+        webrtc_connection=connection,
+        params=TransportParams(audio_in_enabled=True, audio_out_enabled=True),
+    )
 
 
 def provider_switch_recorder(store: Store, session_id: str) -> OnSwitch:
@@ -322,14 +347,14 @@ async def _phone_endpoint(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a session from the spec in argv, or (``--spare[=local|cloud]``) wait for one.
+    """Run a session from the spec in argv, or (``--spare[=local|cloud|phone]``) wait for one.
 
     Logs go to stderr.
     """
     args = sys.argv[1:] if argv is None else argv
-    spare_flags = ("--spare", "--spare=local", "--spare=cloud")
+    spare_flags = ("--spare", "--spare=local", "--spare=cloud", "--spare=phone")
     if len(args) != 1 or (args[0].startswith("-") and args[0] not in spare_flags):
-        usage = "usage: python -m sessions.worker ('<SessionSpec JSON>' | --spare[=local|cloud])"
+        usage = "usage: python -m sessions.worker ('<SessionSpec JSON>' | --spare[=KIND])"
         print(usage, file=sys.stderr)
         return 2
     logger.remove()

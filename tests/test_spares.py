@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from api.runtime import spare_kinds
+from config.settings import Settings
 from sessions.supervisor import SessionSupervisor, spare_kind
 from store import Store
 
@@ -25,18 +26,23 @@ def rss_mb(pid: int) -> float:
 
 
 @pytest.mark.parametrize(
-    ("tier", "kind"),
+    ("tier", "transport", "kind"),
     [
-        ("local", "local"),
-        ("ground_school", "cloud"),
-        ("checkride_prep", "cloud"),
-        ("dpe_live", "cloud"),
-        ("realtime", "cloud"),
-        ("no-such-tier", "cloud"),
+        ("local", "webrtc", "local"),
+        ("local", "twilio", "local"),
+        ("ground_school", "webrtc", "cloud"),
+        ("checkride_prep", "daily", "cloud"),
+        ("dpe_live", "webrtc", "cloud"),
+        ("dpe_live", "twilio", "phone"),
+        ("ground_school", "telnyx", "phone"),
+        ("realtime", "webrtc", "cloud"),
+        ("no-such-tier", "webrtc", "cloud"),
     ],
 )
-def test_each_tier_starts_from_the_spare_that_preloads_what_it_uses(tier: str, kind: str) -> None:
-    assert spare_kind(tier) == kind
+def test_each_session_starts_from_the_spare_that_preloads_what_it_uses(
+    tier: str, transport: str, kind: str
+) -> None:
+    assert spare_kind(tier, transport) == kind
 
 
 def test_a_cloud_spare_is_kept_only_where_a_cloud_tier_is_usable(
@@ -44,9 +50,11 @@ def test_a_cloud_spare_is_kept_only_where_a_cloud_tier_is_usable(
 ) -> None:
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPGRAM_API_KEY", "CARTESIA_API_KEY"):
         monkeypatch.delenv(name, raising=False)
-    assert spare_kinds() == ("local",)
+    phone = Settings(twilio_auth_token="twilio-secret")
+    assert spare_kinds() == spare_kinds(phone) == ("local",)
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")  # the realtime tier needs only this
-    assert spare_kinds() == ("local", "cloud")
+    assert spare_kinds(Settings()) == ("local", "cloud")
+    assert spare_kinds(phone) == ("local", "cloud", "phone")
 
 
 def test_unknown_spare_kinds_are_refused(tmp_path: Path) -> None:
@@ -54,19 +62,23 @@ def test_unknown_spare_kinds_are_refused(tmp_path: Path) -> None:
         SessionSupervisor(None, max_sessions=1, log_dir=tmp_path, spares=("gpu",))  # type: ignore[arg-type]
 
 
-async def test_the_cloud_spare_loads_no_local_model(tmp_path: Path) -> None:
+async def test_cloud_spares_load_no_local_model_and_phone_ones_no_webrtc(
+    tmp_path: Path,
+) -> None:
     store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'vox.db'}")
     sup = SessionSupervisor(
-        store, max_sessions=1, log_dir=tmp_path / "logs", spares=("local", "cloud")
+        store, max_sessions=1, log_dir=tmp_path / "logs", spares=("local", "cloud", "phone")
     )
     try:
         sup.start_spare()
         await sup.wait_spares()
         pids = sup.spare_pids()
-        assert set(pids) == {"local", "cloud"}, (tmp_path / "logs").glob("*.log")
-        local, cloud = rss_mb(pids["local"]), rss_mb(pids["cloud"])
+        assert set(pids) == {"local", "cloud", "phone"}, (tmp_path / "logs").glob("*.log")
+        local, cloud, phone = (rss_mb(pids[k]) for k in ("local", "cloud", "phone"))
         # Whisper base (int8) and the Piper voice are well over 100 MB resident together.
         assert local - cloud > 100, (local, cloud)
+        # aiortc, PyAV and daily-python: ~45 MB a phone call does not need.
+        assert cloud - phone > 25, (cloud, phone)
     finally:
         await sup.shutdown()
         await store.close()
