@@ -8,7 +8,12 @@ from the warm ``cloud`` spare (imports done), builds the tier's real failover ch
 talks to aiortc playing the browser: the greeting, then a LibriVox clip per learner turn.
 The session process's RSS is sampled every 0.2 s until ``--turns`` replies are stored.
 
-Usage: ``python -m bench.session_memory [--tier dpe_live] [--turns 3]``. Takes about 1 min.
+With ``--transport twilio`` the session is a phone call instead: it starts from the ``phone``
+spare and a protocol-level Twilio caller (``bench.phone.Caller``) talks to the session's media
+socket directly (the server's relay is left out).
+
+Usage: ``python -m bench.session_memory [--tier dpe_live] [--turns 3] [--transport webrtc|
+twilio]``. Takes about 1 min.
 Prints the idle cloud spare's RSS, the session's RSS when ready, its peak and last sampled
 RSS, its PSS at the end, and the turns stored. Target (issue 3): ≤ 200 MB per session.
 """
@@ -51,10 +56,12 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return rss, pss
 
 
-async def run(tier: str, turns: int, console: Console) -> None:
+async def run(tier: str, turns: int, transport: str, console: Console) -> None:
     """Start one session as the server does and report its memory (see the module doc)."""
-    from pipelines.turn_taking import LeanSmartTurnAnalyzer  # noqa: F401  (warm import)
+    from bench.phone import Caller, Speech
     from services.turn_service import TurnService
+    from sessions.supervisor import spare_kind
+    from tests.phone_support import CarrierCall
     from tests.test_session_processes import SpeechTrack, connect
 
     fakes, urls = await start_fakes()
@@ -72,22 +79,23 @@ async def run(tier: str, turns: int, console: Console) -> None:
                 store,
                 max_sessions=1,
                 log_dir=Path(tmp) / "logs",
-                spares=("cloud",),
+                spares=(spare_kind(tier, transport),),
                 turn_url=turn_service.url,
             )
             try:
                 sup.start_spare()
                 await sup.wait_spares()
                 await asyncio.sleep(2)  # let the spare settle, as on an idle server
-                spare_rss, _ = memory_mb(sup.spare_pids()["cloud"])
+                [spare_pid] = sup.spare_pids().values()
+                spare_rss, _ = memory_mb(spare_pid)
                 info, _ = await store.create_session(
-                    learner.id, key.id, "aviation-examiner", tier, "webrtc"
+                    learner.id, key.id, "aviation-examiner", tier, transport
                 )
                 spec = SessionSpec(
                     session_id=info.id,
                     persona="aviation-examiner",
                     tier=tier,
-                    transport="webrtc",
+                    transport=transport,  # type: ignore[arg-type]
                     database_url=url,
                     llm_base_url="http://127.0.0.1:9/v1",  # the local LLM backup stays unused
                 )
@@ -103,20 +111,26 @@ async def run(tier: str, turns: int, console: Console) -> None:
                         await asyncio.sleep(0.2)
 
                 sampler = asyncio.create_task(sample())
-                # The learner speaks after the greeting, then after each reply (~12 s apart).
-                clip = np.repeat(load_learner_audio(CLIP, 16000), 3)  # 16 → 48 kHz
-                gap = np.zeros(48000 * 12, dtype=np.int16)
-                speech = np.concatenate([np.concatenate([clip, gap]) for _ in range(turns)])
-                pc, _received = await connect(sup, info.id, SpeechTrack(speech, delay_s=8.0))
-                deadline = time.monotonic() + 30 + 15 * turns
                 answered = 0
-                while time.monotonic() < deadline and answered < turns:
-                    await asyncio.sleep(1)
-                    stored = await store.list_turns(info.id)
-                    answered = sum(1 for t in stored if t.role == "bot" and t.latency_ms)
+                if transport == "webrtc":
+                    # The learner speaks after the greeting, then after each reply (12 s apart).
+                    clip = np.repeat(load_learner_audio(CLIP, 16000), 3)  # 16 → 48 kHz
+                    gap = np.zeros(48000 * 12, dtype=np.int16)
+                    speech = np.concatenate([np.concatenate([clip, gap]) for _ in range(turns)])
+                    pc, _ = await connect(sup, info.id, SpeechTrack(speech, delay_s=8.0))
+                    deadline = time.monotonic() + 30 + 15 * turns
+                    while time.monotonic() < deadline and answered < turns:
+                        await asyncio.sleep(1)
+                        stored = await store.list_turns(info.id)
+                        answered = sum(1 for t in stored if t.role == "bot" and t.latency_ms)
+                    await pc.close()
+                else:
+                    url = sup.ready_info(info.id)["phone_url"]
+                    caller = Caller(CarrierCall(transport, url, call_id="CAbench"))
+                    await caller.run(Speech.load(CLIP), turns, 0.0)
+                    answered = caller.answered
                 _, pss = memory_mb(pid)
                 sampler.cancel()
-                await pc.close()
             finally:
                 await sup.shutdown()
         await store.close()
@@ -124,7 +138,7 @@ async def run(tier: str, turns: int, console: Console) -> None:
         fakes.stdin.close()
     await fakes.wait()
     console.print(
-        f"{tier} over WebRTC: cloud spare idle {spare_rss:.0f} MB RSS; session ready "
+        f"{tier} over {transport}: spare idle {spare_rss:.0f} MB RSS; session ready "
         f"{ready_rss:.0f} MB; during {answered} answered turns peak {max(samples):.0f} MB, "
         f"last {samples[-1]:.0f} MB; PSS at the end {pss:.0f} MB (target ≤ 200 MB RSS)"
     )
@@ -135,8 +149,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--tier", default="dpe_live")
     ap.add_argument("--turns", type=int, default=3)
+    ap.add_argument("--transport", choices=["webrtc", "twilio"], default="webrtc")
     args = ap.parse_args()
-    asyncio.run(run(args.tier, args.turns, Console(width=160)))
+    asyncio.run(run(args.tier, args.turns, args.transport, Console(width=160)))
 
 
 if __name__ == "__main__":
