@@ -96,16 +96,22 @@ class MeteredOutput(FileOutputTransport):
         return await super().write_audio_frame(frame)
 
 
-async def run(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Run one session as configured; return the measurements (see the module docstring)."""
-    settings = Settings(
+def bench_settings(cfg: dict[str, Any], **more: Any) -> Settings:
+    """Settings pointing a benchmark session at the fakes (and the turn service) of ``cfg``."""
+    return Settings(
         home=Path(cfg["home"]),
         openai_base_url=cfg.get("openai_base_url"),
         anthropic_base_url=cfg.get("anthropic_base_url"),
         deepgram_base_url=cfg.get("deepgram_base_url"),
         cartesia_url=cfg.get("cartesia_url"),
         smart_turn_url=cfg.get("turn_url"),
+        **more,
     )
+
+
+async def run(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Run one session as configured; return the measurements (see the module docstring)."""
+    settings = bench_settings(cfg)
     persona = load_persona("aviation-examiner")
     baseline = cfg.get("variant", "voxtutor") == "pipecat"
     stack = STACKS[cfg["stack"]]

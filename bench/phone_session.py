@@ -31,15 +31,13 @@ import resource
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
-from bench.capacity_session import STACKS, pss_mb
+from bench.capacity_session import STACKS, bench_settings, pss_mb
 from config.personas import load_persona
-from config.settings import Settings
 from pipelines.providers import build_link
 from pipelines.session import Session, build_session
 from transports.phone import start_phone_endpoint
@@ -63,13 +61,8 @@ async def run(cfg: dict[str, Any], ready: Any = print) -> dict[str, Any]:
     Raises:
         TimeoutError: No caller connected, or the call outlasted ``timeout_s``.
     """
-    settings = Settings(
-        home=Path(cfg["home"]),
-        openai_base_url=cfg.get("openai_base_url"),
-        anthropic_base_url=cfg.get("anthropic_base_url"),
-        deepgram_base_url=cfg.get("deepgram_base_url"),
-        cartesia_url=cfg.get("cartesia_url"),
-        smart_turn_url=cfg.get("turn_url"),
+    settings = bench_settings(
+        cfg,
         twilio_account_sid=None,  # no REST hang-up: the call ends when the stream closes
         twilio_auth_token=None,
     )
