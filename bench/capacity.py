@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,38 @@ async def start_turn_service() -> tuple[asyncio.subprocess.Process, str]:
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), 60)
     return proc, line.decode().strip()
+
+
+@dataclass
+class Harness:
+    """What every level of a benchmark shares: the provider fakes and the turn service.
+
+    Attributes:
+        fakes: The ``bench.fake_providers`` process.
+        urls: Its endpoints, as settings names (``openai_base_url``, ...).
+        turns: The ``services.turn_service`` process.
+        turn_url: Its ``/predict`` URL.
+    """
+
+    fakes: asyncio.subprocess.Process
+    urls: dict[str, str]
+    turns: asyncio.subprocess.Process
+    turn_url: str
+
+    @classmethod
+    async def start(cls) -> Harness:
+        """Start the fakes and the turn service."""
+        fakes, urls = await start_fakes()
+        turns, turn_url = await start_turn_service()
+        return cls(fakes, urls, turns, turn_url)
+
+    async def close(self) -> None:
+        """Stop both processes."""
+        self.turns.terminate()
+        await self.turns.wait()
+        if self.fakes.stdin is not None:
+            self.fakes.stdin.close()
+        await self.fakes.wait()
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -197,8 +230,7 @@ async def main() -> None:
         os.environ[name] = "bench-fake-key"  # the fakes accept any key
     console = Console(width=160)
     cores = os.cpu_count() or 1
-    fakes, urls = await start_fakes()
-    turns, turn_url = await start_turn_service()
+    harness = await Harness.start()
     rows: dict[str, list[tuple[int, list[dict[str, Any]]]]] = {v: [] for v in variants}
     try:
         with tempfile.TemporaryDirectory() as home:
@@ -211,12 +243,12 @@ async def main() -> None:
                         "turns": args.turns,
                         "variant": variant,
                         # The baseline runs smart-turn in each process, as Pipecat does.
-                        "turn_url": turn_url if variant == "voxtutor" else None,
-                        **urls,
+                        "turn_url": harness.turn_url if variant == "voxtutor" else None,
+                        **harness.urls,
                     }
-                    turn0 = proc_cpu_s(turns.pid)
+                    turn0 = proc_cpu_s(harness.turns.pid)
                     results = await run_level(n, cfg)
-                    attribute_turn_cpu(results, proc_cpu_s(turns.pid) - turn0)
+                    attribute_turn_cpu(results, proc_cpu_s(harness.turns.pid) - turn0)
                     rows[variant].append((n, results))
                     ok = [r for r in results if "error" not in r]
                     console.print(
@@ -224,11 +256,7 @@ async def main() -> None:
                         f"underruns {sum(r['underruns'] for r in ok)}"
                     )
     finally:
-        turns.terminate()
-        await turns.wait()
-        if fakes.stdin is not None:
-            fakes.stdin.close()
-        await fakes.wait()
+        await harness.close()
 
     for variant in variants:
         table, best, base_underruns = levels_table(

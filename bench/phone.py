@@ -52,12 +52,11 @@ from rich.console import Console
 
 from bench.capacity import (
     CLIP,
+    Harness,
     attribute_turn_cpu,
     cpu_with_turns,
     levels_table,
     proc_cpu_s,
-    start_fakes,
-    start_turn_service,
 )
 from bench.capacity_session import GAP_S, LATE_MS
 from tests.phone_support import FRAME, RATE, CarrierCall, speech_onset, ulaw_encode
@@ -322,8 +321,7 @@ async def main() -> None:
     console = Console(width=200)
     cores = os.cpu_count() or 1
     speech = Speech.load(CLIP)
-    fakes, urls = await start_fakes()
-    turn_service, turn_url = await start_turn_service()
+    shared = await Harness.start()
     rows: list[tuple[int, list[dict[str, Any]], dict[str, float]]] = []
     try:
         with tempfile.TemporaryDirectory() as home:
@@ -331,12 +329,12 @@ async def main() -> None:
                 "home": home,
                 "stack": args.stack,
                 "timeout_s": 600,
-                "turn_url": turn_url,
-                **urls,
+                "turn_url": shared.turn_url,
+                **shared.urls,
             }
             for n in [int(x) for x in args.levels.split(",")]:
                 results, harness = await run_level(
-                    n, cfg, speech, args.turns, args.stagger, fakes.pid, turn_service.pid
+                    n, cfg, speech, args.turns, args.stagger, shared.fakes.pid, shared.turns.pid
                 )
                 rows.append((n, results, harness))
                 ok = [r for r in results if "error" not in r]
@@ -345,11 +343,7 @@ async def main() -> None:
                     f"load avg {os.getloadavg()[0]:.1f}"
                 )
     finally:
-        turn_service.terminate()
-        await turn_service.wait()
-        if fakes.stdin is not None:
-            fakes.stdin.close()
-        await fakes.wait()
+        await shared.close()
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     levels = [{"calls": n, "harness": h, "results": r} for n, r, h in rows]
