@@ -104,7 +104,9 @@ def build_stt(
     if link.provider == "deepgram":
         from pipecat.services.deepgram.stt import DeepgramSTTService
 
-        return DeepgramSTTService(
+        from services.deepgram_stt import BatchedDeepgramSTTService
+
+        return BatchedDeepgramSTTService(
             api_key=_key(link),
             base_url=settings.deepgram_base_url or "",
             settings=DeepgramSTTService.Settings(

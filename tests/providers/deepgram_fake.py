@@ -65,8 +65,10 @@ class ListenSession:
         query: Every query parameter, as a list of values (``keyterm`` repeats).
         headers: Handshake headers (lower-case names).
         audio_bytes: Binary audio received, in bytes.
+        audio_messages: Binary (audio) messages received.
         transcripts: The transcript of every ``Results`` sent, in order (``""`` = empty).
         finalizes: ``Finalize`` messages received.
+        finalized_at: ``audio_bytes`` when each ``Finalize`` arrived.
         keepalives: ``KeepAlive`` messages received.
         closed_stream: Whether the client sent ``CloseStream``.
         fault: The payload fault this connection carries (``DISCONNECT``/``GARBAGE``/...).
@@ -79,8 +81,10 @@ class ListenSession:
     query: dict[str, list[str]]
     headers: dict[str, str]
     audio_bytes: int = 0
+    audio_messages: int = 0
     transcripts: list[str] = field(default_factory=list)
     finalizes: int = 0
+    finalized_at: list[int] = field(default_factory=list)
     keepalives: int = 0
     closed_stream: bool = False
     fault: Injected | None = None
@@ -272,6 +276,7 @@ class DeepgramFake(FakeProvider):
                 kind = json.loads(message.get("text") or "{}").get("type")
                 if kind == "Finalize":
                     session.finalizes += 1
+                    session.finalized_at.append(session.audio_bytes)
                     await self._result(ws, session, from_finalize=True)
                 elif kind == "KeepAlive":
                     session.keepalives += 1
@@ -288,6 +293,7 @@ class DeepgramFake(FakeProvider):
     def _endpointed(self, session: ListenSession, data: bytes) -> bool:
         """Account one audio message; True once speech is followed by ``endpoint_ms`` silence."""
         session.audio_bytes += len(data)
+        session.audio_messages += 1
         ms = 1000 * session.seconds(len(data))
         if ws_faults.rms_pcm16(data) >= self.speech_rms:
             session.speech_ms += ms
