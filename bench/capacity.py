@@ -56,14 +56,17 @@ async def start_fakes() -> tuple[asyncio.subprocess.Process, dict[str, str]]:
     return proc, json.loads(line)
 
 
-async def start_turn_service() -> tuple[asyncio.subprocess.Process, str]:
+async def start_turn_service(
+    prefix: Sequence[str] = (),
+) -> tuple[asyncio.subprocess.Process, str]:
     """Start the shared smart-turn service as ``voxtutor serve`` does; return it and its URL.
 
     Its CPU is the sessions' (one smart-turn inference per pause, for all of them):
-    :func:`attribute_turn_cpu` shares it out per level.
+    :func:`attribute_turn_cpu` shares it out per level. ``prefix``: see
+    :attr:`Harness.prefix`.
     """
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.turn_service", stdout=asyncio.subprocess.PIPE
+        *prefix, sys.executable, "-m", "services.turn_service", stdout=asyncio.subprocess.PIPE
     )
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), 60)
@@ -74,24 +77,59 @@ async def start_turn_service() -> tuple[asyncio.subprocess.Process, str]:
 class Harness:
     """What every level of a benchmark shares: the provider fakes and the turn service.
 
+    With ``server_cpus``, what the server runs (the session processes and the turn service)
+    is pinned to those CPUs and the rest of the harness (this process, the fakes standing in
+    for the network, the callers) to the others, so sessions per core is measured on the
+    server's cores alone (``--server-cores``).
+
     Attributes:
         fakes: The ``bench.fake_providers`` process.
         urls: Its endpoints, as settings names (``openai_base_url``, ...).
         turns: The ``services.turn_service`` process.
         turn_url: Its ``/predict`` URL.
+        server_cpus: CPU numbers the server's processes run on; ``None``: not pinned.
     """
 
     fakes: asyncio.subprocess.Process
     urls: dict[str, str]
     turns: asyncio.subprocess.Process
     turn_url: str
+    server_cpus: tuple[int, ...] | None = None
 
     @classmethod
-    async def start(cls) -> Harness:
-        """Start the fakes and the turn service."""
+    async def start(cls, server_cores: int | None = None) -> Harness:
+        """Start the fakes and the turn service; pin them apart if ``server_cores`` is given.
+
+        Raises:
+            SystemExit: ``server_cores`` leaves no CPU for the harness.
+        """
+        cpus = sorted(os.sched_getaffinity(0))
+        server = None
+        if server_cores:
+            if server_cores >= len(cpus):
+                raise SystemExit(f"--server-cores {server_cores} leaves none of {len(cpus)} CPUs")
+            server = tuple(cpus[:server_cores])
+            os.sched_setaffinity(0, cpus[server_cores:])  # this process and the fakes
         fakes, urls = await start_fakes()
-        turns, turn_url = await start_turn_service()
-        return cls(fakes, urls, turns, turn_url)
+        prefix = ["taskset", "-c", ",".join(map(str, server))] if server else []
+        turns, turn_url = await start_turn_service(prefix)
+        return cls(fakes, urls, turns, turn_url, server)
+
+    @property
+    def prefix(self) -> list[str]:
+        """Command prefix that runs a server process on ``server_cpus`` (empty if unpinned).
+
+        ``taskset`` pins the process before it starts, so every thread it creates
+        (ONNX Runtime's included) inherits the CPUs.
+        """
+        if self.server_cpus is None:
+            return []
+        return ["taskset", "-c", ",".join(map(str, self.server_cpus))]
+
+    @property
+    def cores(self) -> int:
+        """Cores the server's processes may use: ``server_cpus``, or the whole machine."""
+        return len(self.server_cpus) if self.server_cpus else os.cpu_count() or 1
 
     async def close(self) -> None:
         """Stop both processes."""
@@ -121,10 +159,13 @@ def cpu_with_turns(ok: list[dict[str, Any]]) -> str:
     return f"{statistics.mean(shares):.1f}"
 
 
-async def run_level(n: int, cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    """Run ``n`` session processes at once; return their result lines."""
+async def run_level(
+    n: int, cfg: dict[str, Any], prefix: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """Run ``n`` session processes at once (each command after ``prefix``); return results."""
     procs = [
         await asyncio.create_subprocess_exec(
+            *prefix,
             sys.executable,
             "-m",
             "bench.capacity_session",
@@ -224,13 +265,20 @@ async def main() -> None:
         "VAD in Pipecat's thread, input audio through the whole pipeline, every frame event "
         "to every observer), run per level",
     )
+    ap.add_argument(
+        "--server-cores",
+        type=int,
+        default=None,
+        help="pin the sessions and the turn service to this many CPUs, the fakes and this "
+        "process to the rest; sessions per core is then counted on those CPUs",
+    )
     args = ap.parse_args()
     variants = args.variants.split(",")
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPGRAM_API_KEY", "CARTESIA_API_KEY"):
         os.environ[name] = "bench-fake-key"  # the fakes accept any key
     console = Console(width=160)
-    cores = os.cpu_count() or 1
-    harness = await Harness.start()
+    harness = await Harness.start(args.server_cores)
+    cores = harness.cores
     rows: dict[str, list[tuple[int, list[dict[str, Any]]]]] = {v: [] for v in variants}
     try:
         with tempfile.TemporaryDirectory() as home:
@@ -247,7 +295,7 @@ async def main() -> None:
                         **harness.urls,
                     }
                     turn0 = proc_cpu_s(harness.turns.pid)
-                    results = await run_level(n, cfg)
+                    results = await run_level(n, cfg, harness.prefix)
                     attribute_turn_cpu(results, proc_cpu_s(harness.turns.pid) - turn0)
                     rows[variant].append((n, results))
                     ok = [r for r in results if "error" not in r]
@@ -266,8 +314,10 @@ async def main() -> None:
         console.print(table)
         console.print(
             f"{variant}: {best} concurrent sessions with no more underruns than N=1 "
-            f"({base_underruns} per session) on {cores} cores = {best / cores:.1f} sessions "
-            "per core (target ≥ 15); RSS target ≤ 200 MB per session process"
+            f"({base_underruns} per session) on {cores} cores"
+            f"{' (pinned: sessions and turn service only)' if harness.server_cpus else ''}"
+            f" = {best / cores:.1f} sessions per core (target ≥ 15); RSS target ≤ 200 MB per "
+            "session process"
         )
         for n, results in rows[variant]:
             for r in results:

@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,8 +209,11 @@ def _machine_busy() -> tuple[float, float]:
     return (sum(values) - idle) / tick, sum(values) / tick
 
 
-async def _session_process(cfg: dict[str, Any]) -> asyncio.subprocess.Process:
+async def _session_process(
+    cfg: dict[str, Any], prefix: Sequence[str]
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
+        *prefix,
         sys.executable,
         "-m",
         "bench.phone_session",
@@ -244,8 +248,11 @@ async def run_level(
     stagger_s: float,
     fakes_pid: int,
     turn_pid: int,
+    prefix: Sequence[str] = (),
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Run ``n`` calls at once; return one result per call and the level's harness numbers.
+
+    ``prefix`` is put before each call process's command (:attr:`Harness.prefix`).
 
     The harness numbers are the callers' loop lag (``lag_p99_ms``, ``lag_max_ms``), the CPU
     share in % of a core of the fakes, the shared smart-turn service and this process
@@ -254,7 +261,7 @@ async def run_level(
     the whole machine's busy share in % of all cores (``machine_busy``), over the calls
     (``wall_s``).
     """
-    procs = [await _session_process(cfg) for _ in range(n)]
+    procs = [await _session_process(cfg, prefix) for _ in range(n)]
     urls = await asyncio.gather(*(_ready_url(p) for p in procs), return_exceptions=True)
     callers = [
         Caller(CarrierCall("twilio", url, call_id=f"CA{uuid.uuid4().hex}"))
@@ -315,13 +322,20 @@ async def main() -> None:
     ap.add_argument("--stack", choices=["dpe", "openai"], default="dpe")
     ap.add_argument("--stagger", type=float, default=STAGGER_S, help="spread call starts over S s")
     ap.add_argument("--json", type=Path, default=Path("bench/results/phone.json"))
+    ap.add_argument(
+        "--server-cores",
+        type=int,
+        default=None,
+        help="pin the calls and the turn service to this many CPUs, the fakes and the callers "
+        "to the rest; calls per core is then counted on those CPUs",
+    )
     args = ap.parse_args()
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPGRAM_API_KEY", "CARTESIA_API_KEY"):
         os.environ[name] = "bench-fake-key"  # the fakes accept any key
     console = Console(width=200)
-    cores = os.cpu_count() or 1
     speech = Speech.load(CLIP)
-    shared = await Harness.start()
+    shared = await Harness.start(args.server_cores)
+    cores = shared.cores
     rows: list[tuple[int, list[dict[str, Any]], dict[str, float]]] = []
     try:
         with tempfile.TemporaryDirectory() as home:
@@ -334,7 +348,14 @@ async def main() -> None:
             }
             for n in [int(x) for x in args.levels.split(",")]:
                 results, harness = await run_level(
-                    n, cfg, speech, args.turns, args.stagger, shared.fakes.pid, shared.turns.pid
+                    n,
+                    cfg,
+                    speech,
+                    args.turns,
+                    args.stagger,
+                    shared.fakes.pid,
+                    shared.turns.pid,
+                    shared.prefix,
                 )
                 rows.append((n, results, harness))
                 ok = [r for r in results if "error" not in r]
@@ -367,7 +388,7 @@ async def main() -> None:
     for n, results, h in rows:
         calls_cpu = sum(r["cpu_s"] for r in results if "error" not in r) / h["wall_s"] * 100
         others = (
-            h["machine_busy"] * cores
+            h["machine_busy"] * (os.cpu_count() or 1)
             - calls_cpu
             - h["fakes_cpu"]
             - h["turn_cpu"]
@@ -378,7 +399,7 @@ async def main() -> None:
             f" CPU % of a core: calls {calls_cpu:.0f}, turn service {h['turn_cpu']:.0f},"
             f" fakes {h['fakes_cpu']:.0f},"
             f" callers {h['callers_cpu']:.0f}, other processes {max(others, 0):.0f}"
-            f" (machine busy {h['machine_busy']:.0f} % of {cores} cores)"
+            f" (machine busy {h['machine_busy']:.0f} % of {os.cpu_count()} cores)"
         )
     first_ok = next((r for _, res, _ in rows for r in res if "error" not in r), None)
     per_call_cpu = (
@@ -388,7 +409,9 @@ async def main() -> None:
     )
     console.print(
         f"stack {args.stack}: {best} concurrent calls with no more underruns than N=1 "
-        f"({base} per call) on {cores} cores = {best / cores:.1f} calls per core (target ≥ 15); "
+        f"({base} per call) on {cores} cores"
+        f"{' (pinned: calls and turn service only)' if shared.server_cpus else ''}"
+        f" = {best / cores:.1f} calls per core (target ≥ 15); "
         f"CPU per call at N=1 {per_call_cpu * 100:.1f} % of a core"
         + (f" (≈ {1 / per_call_cpu:.0f} calls per core if CPU-bound)" if per_call_cpu else "")
         + "; memory target ≤ 200 MB per call"
