@@ -5,20 +5,38 @@ and hands it every ``FrameProcessed`` event: one per frame per processor. No obs
 voxtutor session (the turn recorder, the latency and usage observers, and Pipecat's turn
 tracking, RTVI and idle observers) implements ``on_process_frame``, so each of those events
 woke ~6 tasks that did nothing: for the learner's 50 audio frames per second alone, about
-a thousand task switches per second per session.
+a thousand task switches per second per session. The same goes for the first push of each
+of those audio frames (``FramePushed``): none of them looks at the learner's audio.
 
 :class:`SelectiveWorkerObserver` queues a ``FrameProcessed`` only to observers whose class
-overrides ``on_process_frame``; everything else (pushes, setup events, pipeline start,
-adding and removing observers) is Pipecat's code unchanged.
+overrides ``on_process_frame``, and the push of an ``InputAudioRawFrame`` only to observers
+that may use it (:func:`hears_input_audio`); everything else (other pushes, setup events,
+pipeline start, adding and removing observers) is Pipecat's code unchanged.
 """
 
 from __future__ import annotations
 
 from functools import cache
 
-from pipecat.observers.base_observer import BaseObserver, FrameProcessed
-from pipecat.pipeline.worker import PipelineWorker
+from pipecat.frames.frames import InputAudioRawFrame
+from pipecat.observers.base_observer import BaseObserver, FrameProcessed, FramePushed
+from pipecat.observers.service_metrics_observer import ServiceMetricsObserver
+from pipecat.observers.turn_tracking_observer import TurnTrackingObserver
+from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
+from pipecat.pipeline.worker import IdleFrameObserver, PipelineWorker
 from pipecat.pipeline.worker_observer import WorkerObserver
+from pipecat.processors.frameworks.rtvi import RTVIObserver
+
+from observers.turn_recorder import TurnRecorderObserver
+
+INPUT_AUDIO_BLIND: tuple[type[BaseObserver], ...] = (
+    TurnTrackingObserver,
+    UserBotLatencyObserver,
+    ServiceMetricsObserver,  # and voxtutor's usage meter, a subclass
+    TurnRecorderObserver,
+)
+"""Observers whose ``on_push_frame`` ignores ``InputAudioRawFrame`` (read in pipecat-ai 1.14.0's
+source: each reacts to speaking, transcription, LLM, TTS, metrics or lifecycle frames)."""
 
 
 @cache
@@ -27,12 +45,47 @@ def wants_processed_frames(observer_class: type[BaseObserver]) -> bool:
     return observer_class.on_process_frame is not BaseObserver.on_process_frame
 
 
+def hears_input_audio(observer: BaseObserver) -> bool:
+    """Whether ``observer`` may react to the push of an ``InputAudioRawFrame``.
+
+    False for :data:`INPUT_AUDIO_BLIND`, for Pipecat's RTVI observer unless it reports audio
+    levels, and for its idle observer unless input audio counts as activity; True for any
+    other observer (one this module does not know is given everything).
+    """
+    if isinstance(observer, RTVIObserver):
+        levels = observer._params  # noqa: SLF001 - RTVIObserverParams, no public accessor
+        return bool(levels.user_audio_level_enabled or levels.bot_audio_level_enabled)
+    if isinstance(observer, IdleFrameObserver):
+        frames = observer._idle_timeout_frames  # noqa: SLF001 - no public accessor
+        return any(issubclass(InputAudioRawFrame, t) for t in frames)
+    return not isinstance(observer, INPUT_AUDIO_BLIND)
+
+
 class SelectiveWorkerObserver(WorkerObserver):
-    """Pipecat's ``WorkerObserver``, sending ``FrameProcessed`` only to observers that use it.
+    """Pipecat's ``WorkerObserver``, sending frame events only to observers that use them.
 
     Args:
         observers: The observers to dispatch to, as for ``WorkerObserver``.
     """
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        """Queue ``data`` as Pipecat does; the learner's audio only where it is heard."""
+        if not isinstance(data.frame, InputAudioRawFrame):
+            await super().on_push_frame(data)
+            return
+        if not self._proxies:
+            return
+        listeners = [p for p in self._proxies.values() if hears_input_audio(p.observer)]
+        if not listeners:
+            return
+        # Pipecat's bookkeeping of first pushes, for the observers that get the frame.
+        frame = data.frame
+        data.first_push = frame.id not in self._frames_pushed
+        if data.first_push:
+            self._frames_pushed[frame.id] = frame
+        for proxy in listeners:
+            if data.first_push or proxy.observer.observe_every_push:
+                await proxy.queue.put(data)
 
     async def on_process_frame(self, data: FrameProcessed) -> None:
         """Queue ``data`` for the observers that implement ``on_process_frame``."""

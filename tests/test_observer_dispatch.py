@@ -2,30 +2,47 @@
 
 from __future__ import annotations
 
-from pipecat.frames.frames import EndFrame, TextFrame
+import asyncio
+
+from pipecat.frames.frames import (
+    BotSpeakingFrame,
+    EndFrame,
+    InputAudioRawFrame,
+    TextFrame,
+    UserSpeakingFrame,
+)
 from pipecat.observers.base_observer import BaseObserver, FrameProcessed, FramePushed
+from pipecat.observers.turn_tracking_observer import TurnTrackingObserver
+from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
 from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineWorker
+from pipecat.pipeline.worker import IdleFrameObserver, PipelineWorker
 from pipecat.processors.filters.identity_filter import IdentityFilter
+from pipecat.processors.frameworks.rtvi import RTVIObserver, RTVIObserverParams
 from pipecat.workers.runner import WorkerRunner
 
 from observers.dispatch import (
     SelectiveWorkerObserver,
+    hears_input_audio,
     use_selective_dispatch,
     wants_processed_frames,
 )
+from observers.turn_recorder import TurnRecorderObserver
+from observers.usage_meter import UsageMeterObserver
 
 
 class PushCounter(BaseObserver):
-    """Counts the text frames pushed (every push)."""
+    """Counts the text and input audio frames pushed (every push)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.pushed = 0
+        self.audio = 0
 
     async def on_push_frame(self, data: FramePushed) -> None:
         if isinstance(data.frame, TextFrame):
             self.pushed += 1
+        elif isinstance(data.frame, InputAudioRawFrame):
+            self.audio += 1
 
 
 class ProcessCounter(PushCounter):
@@ -50,7 +67,8 @@ async def run(selective: bool) -> tuple[PushCounter, ProcessCounter, PipelineWor
     )
     if selective:
         use_selective_dispatch(worker)
-    await worker.queue_frames([TextFrame(f"t{i}") for i in range(5)] + [EndFrame()])
+    audio = [InputAudioRawFrame(bytes(640), 16000, 1) for _ in range(4)]
+    await worker.queue_frames([TextFrame(f"t{i}") for i in range(5)] + audio + [EndFrame()])
     await WorkerRunner(handle_sigint=False).run(worker)
     return pushes, processes, worker
 
@@ -68,3 +86,30 @@ async def test_selective_dispatch_delivers_what_pipecats_does() -> None:
     # 5 frames through 3 processors (plus the worker's source and sink): same counts.
     assert pushes.pushed == processes.pushed == default_pushes.pushed > 0
     assert processes.processed == default_processes.processed >= 5 * 3
+
+
+async def test_an_unknown_observer_still_hears_the_learners_audio() -> None:
+    pushes, processes, _ = await run(selective=True)
+    default_pushes, _, _ = await run(selective=False)
+    assert pushes.audio == processes.audio == default_pushes.audio > 0
+
+
+def test_the_sessions_observers_do_not_hear_the_learners_audio() -> None:
+    idle = IdleFrameObserver(
+        idle_event=asyncio.Event(), idle_timeout_frames=(BotSpeakingFrame, UserSpeakingFrame)
+    )
+    blind = [
+        TurnTrackingObserver(),
+        UserBotLatencyObserver(),
+        TurnRecorderObserver(),
+        UsageMeterObserver(write=lambda row: asyncio.sleep(0)),
+        RTVIObserver(),
+        idle,
+    ]
+    assert not any(hears_input_audio(o) for o in blind)
+    # ...but an RTVI client asking for audio levels, or audio as idle activity, does.
+    assert hears_input_audio(RTVIObserver(params=RTVIObserverParams(user_audio_level_enabled=True)))
+    assert hears_input_audio(
+        IdleFrameObserver(idle_event=asyncio.Event(), idle_timeout_frames=(InputAudioRawFrame,))
+    )
+    assert hears_input_audio(PushCounter())
