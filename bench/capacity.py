@@ -3,7 +3,9 @@
 Starts the loopback provider fakes in a process of their own (the "network"), then for each
 level N starts N session processes at once (``bench/capacity_session.py``: the production
 pipeline with the real Pipecat provider services, no local models), each playing a real
-LibriVox recording as the learner in real time for a few turns. The sessions ask one shared
+LibriVox recording as the learner in real time for a few turns. The conversations start
+once all N have imported and built their pipelines (a server's sessions start from warm
+spares), spread over ``--stagger`` seconds. The sessions ask one shared
 smart-turn service (``services.turn_service``, as ``voxtutor serve`` runs it), whose CPU is
 shared out among them. Prints per level: underruns, sessions with any, voice-to-voice median,
 RSS per session process, CPU per session-second (without and with the turn service's share);
@@ -12,8 +14,8 @@ and the largest N without underruns beyond the N=1 baseline, per core.
 Targets (issue 3): ≥ 15 sessions per core, ≤ 200 MB RSS per session process.
 
 Usage: ``python -m bench.capacity [--levels 1,4,8,12,16] [--turns 3] [--stack dpe|openai]
-[--variants voxtutor,pipecat]`` (``pipecat``: the baseline pipeline, see
-``bench/capacity_session.py``; with both, the CPU ratio per level is printed).
+[--variants voxtutor,pipecat] [--stagger 12] [--server-cores K]`` (``pipecat``: the baseline
+pipeline, see ``bench/capacity_session.py``; with both, the CPU ratio per level is printed).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +38,9 @@ from rich.table import Table
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 CLIP = LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0880.wav"
+STAGGER_S = 12.0
+"""Default spread (s) of the conversations' starts; sessions do not all start at once."""
+
 REPLY = (
     "Good. Before a night flight you also need position lights and an anti-collision light. "
     "What are the recency requirements for carrying passengers at night?"
@@ -160,21 +166,38 @@ def cpu_with_turns(ok: list[dict[str, Any]]) -> str:
 
 
 async def run_level(
-    n: int, cfg: dict[str, Any], prefix: Sequence[str] = ()
+    n: int, cfg: dict[str, Any], prefix: Sequence[str] = (), stagger_s: float = 0.0
 ) -> list[dict[str, Any]]:
-    """Run ``n`` session processes at once (each command after ``prefix``); return results."""
+    """Run ``n`` session processes at once; return their result lines.
+
+    Each command runs after ``prefix`` (:attr:`Harness.prefix`). The conversations start
+    once every process has built its pipeline, spread evenly over ``stagger_s`` seconds.
+    """
     procs = [
         await asyncio.create_subprocess_exec(
             *prefix,
             sys.executable,
             "-m",
             "bench.capacity_session",
-            json.dumps(cfg),
+            json.dumps({**cfg, "barrier": True}),
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         for _ in range(n)
     ]
+    for p in procs:  # all imported and built: a server's warm spares
+        assert p.stdout is not None
+        await asyncio.wait_for(p.stdout.readline(), 300)
+    t0 = time.monotonic()
+    for i, p in enumerate(procs):
+        await asyncio.sleep(max(0.0, t0 + stagger_s * i / max(n - 1, 1) - time.monotonic()))
+        assert p.stdin is not None
+        try:
+            p.stdin.write(b"go\n")
+            await p.stdin.drain()
+        except ConnectionError:  # it died while building; communicate() reports why
+            pass
     results = []
     for p in procs:
         out, err = await p.communicate()
@@ -266,6 +289,12 @@ async def main() -> None:
         "to every observer), run per level",
     )
     ap.add_argument(
+        "--stagger",
+        type=float,
+        default=STAGGER_S,
+        help="spread the conversations' starts over S s (0: all at once, the worst case)",
+    )
+    ap.add_argument(
         "--server-cores",
         type=int,
         default=None,
@@ -295,7 +324,7 @@ async def main() -> None:
                         **harness.urls,
                     }
                     turn0 = proc_cpu_s(harness.turns.pid)
-                    results = await run_level(n, cfg, harness.prefix)
+                    results = await run_level(n, cfg, harness.prefix, args.stagger)
                     attribute_turn_cpu(results, proc_cpu_s(harness.turns.pid) - turn0)
                     rows[variant].append((n, results))
                     ok = [r for r in results if "error" not in r]

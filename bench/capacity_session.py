@@ -11,14 +11,20 @@ production one (``pipelines.session.build_session``: Silero VAD, turn
 strategies, sentence aggregation, the real Pipecat provider services); no local model is
 loaded. Prints one JSON line with what the session saw:
 
-``{"turns", "underruns", "chunks", "max_late_ms", "rss_mb", "cpu_s", "wall_s",
-"latency_ms"}`` (``cpu_s`` counts from the start of the conversation, not the imports;
+``{"turns", "underruns", "underrun_at_s", "chunks", "max_late_ms", "rss_mb", "cpu_s",
+"wall_s", "latency_ms"}`` (``underrun_at_s``: when each underrun happened, seconds into the
+conversation; ``cpu_s`` counts from the start of the conversation, not the imports;
 ``rss_mb`` is the process's peak resident set, ``pss_mb`` its proportional share at the end,
 with pages shared by all session processes, such as library code, split among them).
 
 An *underrun* is an output chunk that arrived more than ``LATE_MS`` after the previous one
 finished playing while the bot was mid-utterance (previous chunk ended under ``GAP_S`` ago):
 the listener would hear a stutter.
+
+With ``"barrier": true`` the process prints ``ready`` once its pipeline is built and starts
+the conversation when a line arrives on stdin, so the benchmark can start every session's
+conversation after all the imports are done (as the server's warm spares are), and spread
+the starts out.
 """
 
 from __future__ import annotations
@@ -81,6 +87,8 @@ class MeteredOutput(FileOutputTransport):
     def __init__(self, sample_rate: int):
         super().__init__(sample_rate)
         self.underruns = 0
+        self.underrun_at: list[float] = []
+        self.started = time.monotonic()
         self.chunks = 0
         self.max_late_ms = 0.0
 
@@ -92,6 +100,7 @@ class MeteredOutput(FileOutputTransport):
             self.max_late_ms = max(self.max_late_ms, late * 1000)
             if late * 1000 > LATE_MS:
                 self.underruns += 1
+                self.underrun_at.append(round(now - self.started, 2))
         self.chunks += 1
         return await super().write_audio_frame(frame)
 
@@ -135,8 +144,11 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     )
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(session.worker)
+    if cfg.get("barrier"):
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     await session.greet()
-    started = time.monotonic()
+    started = output.started = time.monotonic()
     before = resource.getrusage(resource.RUSAGE_SELF)  # imports and setup are not counted
 
     async def end_when_done() -> None:
@@ -153,6 +165,7 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     return {
         "turns": sum(t.role == "learner" for t in session.recorder.turns),
         "underruns": output.underruns,
+        "underrun_at_s": output.underrun_at,
         "chunks": output.chunks,
         "max_late_ms": round(output.max_late_ms, 1),
         "rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
