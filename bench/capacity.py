@@ -9,7 +9,8 @@ spares), spread over ``--stagger`` seconds. The sessions ask one shared
 smart-turn service (``services.turn_service``, as ``voxtutor serve`` runs it), whose CPU is
 shared out among them. Prints per level: underruns, sessions with any, voice-to-voice median,
 RSS per session process, CPU per session-second (without and with the turn service's share);
-and the largest N without underruns beyond the N=1 baseline, per core.
+and the largest N without underruns beyond the N=1 baseline, per core. Every result (with
+the moment of each underrun) goes to ``--json`` (default ``bench/results/capacity.json``).
 
 Targets (issue 3): ≥ 15 sessions per core, ≤ 200 MB RSS per session process.
 
@@ -288,6 +289,7 @@ async def main() -> None:
         "VAD in Pipecat's thread, input audio through the whole pipeline, every frame event "
         "to every observer), run per level",
     )
+    ap.add_argument("--json", type=Path, default=Path("bench/results/capacity.json"))
     ap.add_argument(
         "--stagger",
         type=float,
@@ -335,6 +337,9 @@ async def main() -> None:
     finally:
         await harness.close()
 
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    raw = {"args": {**vars(args), "json": str(args.json)}, "cores": cores, "rows": rows}
+    args.json.write_text(json.dumps(raw, indent=1))
     for variant in variants:
         table, best, base_underruns = levels_table(
             rows[variant], "sessions", extra=[("CPU % incl. turn service", cpu_with_turns)]

@@ -11,11 +11,12 @@ production one (``pipelines.session.build_session``: Silero VAD, turn
 strategies, sentence aggregation, the real Pipecat provider services); no local model is
 loaded. Prints one JSON line with what the session saw:
 
-``{"turns", "underruns", "underrun_at_s", "chunks", "max_late_ms", "rss_mb", "cpu_s",
-"wall_s", "latency_ms"}`` (``underrun_at_s``: when each underrun happened, seconds into the
-conversation; ``cpu_s`` counts from the start of the conversation, not the imports;
-``rss_mb`` is the process's peak resident set, ``pss_mb`` its proportional share at the end,
-with pages shared by all session processes, such as library code, split among them).
+``{"turns", "underruns", "underrun_at_s", "started_at", "chunks", "max_late_ms", "rss_mb",
+"cpu_s", "wall_s", "latency_ms"}`` (``underrun_at_s``: when each underrun happened, seconds
+into the conversation, which began at Unix time ``started_at``; ``cpu_s`` counts from the
+start of the conversation, not the imports; ``rss_mb`` is the process's peak resident set,
+``pss_mb`` its proportional share at the end, with pages shared by all session processes,
+such as library code, split among them).
 
 An *underrun* is an output chunk that arrived more than ``LATE_MS`` after the previous one
 finished playing while the bot was mid-utterance (previous chunk ended under ``GAP_S`` ago):
@@ -149,6 +150,7 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     await session.greet()
     started = output.started = time.monotonic()
+    started_at = time.time()
     before = resource.getrusage(resource.RUSAGE_SELF)  # imports and setup are not counted
 
     async def end_when_done() -> None:
@@ -166,6 +168,7 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
         "turns": sum(t.role == "learner" for t in session.recorder.turns),
         "underruns": output.underruns,
         "underrun_at_s": output.underrun_at,
+        "started_at": round(started_at, 3),
         "chunks": output.chunks,
         "max_late_ms": round(output.max_late_ms, 1),
         "rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
