@@ -187,6 +187,9 @@ def serve(
         port=port or settings.port,
         workers=workers or settings.workers,
         log_level=settings.log_level.lower(),
+        # Carriers' media streams are base64 audio, 50 messages a second each way per call:
+        # deflating them costs the server CPU and saves little bandwidth.
+        ws_per_message_deflate=False,
     )
 
 

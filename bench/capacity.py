@@ -153,6 +153,17 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) of process ``pid`` now, MB (Linux ``/proc``)."""
+    rss = pss = 0.0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Rss:"):
+            rss = int(line.split()[1]) / 1024
+        elif line.startswith("Pss:"):
+            pss = int(line.split()[1]) / 1024
+    return rss, pss
+
+
 def attribute_turn_cpu(results: list[dict[str, Any]], turn_cpu_s: float) -> None:
     """Add each good result's share of the turn service's CPU as ``turn_cpu_s``."""
     ok = [r for r in results if "error" not in r]

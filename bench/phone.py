@@ -57,6 +57,7 @@ from bench.capacity import (
     attribute_turn_cpu,
     cpu_with_turns,
     levels_table,
+    memory_mb,
     proc_cpu_s,
 )
 from bench.capacity_session import GAP_S, LATE_MS
@@ -201,6 +202,25 @@ class LoopLag:
             self.lags_ms.append((time.monotonic() - t - self.every_s) * 1000)
 
 
+PSS_EVERY_S = 1.0
+"""Interval between PSS samples of the call processes, in s."""
+
+
+async def _sample_pss(pids: list[int], peak: dict[int, float]) -> None:
+    """Keep each process's peak PSS (MB) in ``peak`` until cancelled; reads off the loop."""
+
+    def sample() -> None:
+        for pid in pids:
+            try:
+                peak[pid] = max(peak.get(pid, 0.0), memory_mb(pid)[1])
+            except OSError:  # ended
+                pass
+
+    while True:
+        await asyncio.to_thread(sample)
+        await asyncio.sleep(PSS_EVERY_S)
+
+
 def _machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine so far, all cores (``/proc/stat``)."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -257,9 +277,11 @@ async def run_level(
     The harness numbers are the callers' loop lag (``lag_p99_ms``, ``lag_max_ms``), the CPU
     share in % of a core of the fakes, the shared smart-turn service and this process
     (``fakes_cpu``, ``turn_cpu``, ``callers_cpu``; the turn service's is also shared out
-    among the calls as their ``turn_cpu_s``), and
-    the whole machine's busy share in % of all cores (``machine_busy``), over the calls
-    (``wall_s``).
+    among the calls as their ``turn_cpu_s``; ``callers_cpu`` includes the PSS sampling),
+    and the whole machine's busy share in % of all cores (``machine_busy``), over the calls
+    (``wall_s``). Each call's peak PSS (``pss_mb``) is sampled every ``PSS_EVERY_S`` from
+    here, in a thread: reading ``smaps_rollup`` walks the page tables, which inside a call
+    process cost ~0.5 % of a core and stalled its event loop.
     """
     procs = [await _session_process(cfg, prefix) for _ in range(n)]
     urls = await asyncio.gather(*(_ready_url(p) for p in procs), return_exceptions=True)
@@ -269,6 +291,8 @@ async def run_level(
         else None
         for url in urls
     ]
+    peak_pss: dict[int, float] = {}
+    pss_task = asyncio.create_task(_sample_pss([p.pid for p in procs], peak_pss))
     lag = LoopLag()
     lag_task = asyncio.create_task(lag.run())
     t0, fakes0, busy0 = time.monotonic(), proc_cpu_s(fakes_pid), _machine_busy()
@@ -284,6 +308,7 @@ async def run_level(
     wall = time.monotonic() - t0
     self1, busy1 = resource.getrusage(resource.RUSAGE_SELF), _machine_busy()
     lag_task.cancel()
+    pss_task.cancel()
     callers_cpu = self1.ru_utime + self1.ru_stime - self0.ru_utime - self0.ru_stime
     harness = {
         "lag_p99_ms": statistics.quantiles(lag.lags_ms, n=100)[98] if len(lag.lags_ms) > 1 else 0,
@@ -302,6 +327,7 @@ async def run_level(
             results.append({"error": f"not ready: {url!r}"})
         else:
             results.append(await _finish(proc, caller))
+            results[-1]["pss_mb"] = peak_pss.get(proc.pid)
     attribute_turn_cpu(results, harness["turn_cpu"] * wall / 100)
     return results, harness
 

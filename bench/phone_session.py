@@ -14,10 +14,11 @@ caller hangs up. Unlike the worker it builds only the stack's primary services (
 
 Prints two JSON lines on stdout: ``{"event": "ready", "phone_url": ...}`` once the socket
 serves, then the measurements when the call has ended:
-``{"turns", "latency_ms", "rss_mb", "pss_mb", "cpu_s", "wall_s"}``. ``cpu_s`` and ``wall_s``
+``{"turns", "latency_ms", "rss_mb", "cpu_s", "wall_s"}``. ``cpu_s`` and ``wall_s``
 count from the caller's connection to the end of the pipeline (imports and setup excluded);
-``rss_mb`` is the peak resident set of the process, ``pss_mb`` the peak proportional set
-(sampled every second; pages shared with the other session processes are split among them);
+``rss_mb`` is the peak resident set of the process (``bench.phone`` samples its PSS from
+outside: reading ``smaps_rollup`` walks the page tables, which in the call's own event loop
+cost ~0.5 % of a core and stalled it);
 ``latency_ms`` is the median voice-to-voice latency the session's turn recorder measured
 (Silero's end of speech → first bot audio out of the pipeline).
 """
@@ -25,7 +26,6 @@ count from the caller's connection to the end of the pipeline (imports and setup
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import resource
 import statistics
@@ -36,14 +36,11 @@ from typing import Any
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
-from bench.capacity_session import STACKS, bench_settings, pss_mb
+from bench.capacity_session import STACKS, bench_settings
 from config.personas import load_persona
 from pipelines.providers import build_link
 from pipelines.session import Session, build_session
 from transports.phone import start_phone_endpoint
-
-PSS_EVERY_S = 1.0
-"""Interval between PSS samples (reading ``smaps_rollup`` walks the page tables)."""
 
 
 def _cpu_s() -> float:
@@ -102,24 +99,11 @@ async def run(cfg: dict[str, Any], ready: Any = print) -> dict[str, Any]:
 
     endpoint = await start_phone_endpoint("twilio", persona, settings, on_connection)
     ready(json.dumps({"event": "ready", "phone_url": endpoint.url}))
-    peak_pss = 0.0
-
-    async def sample_pss() -> None:
-        nonlocal peak_pss
-        while True:
-            peak_pss = max(peak_pss, pss_mb() or 0.0)
-            await asyncio.sleep(PSS_EVERY_S)
-
-    sampler = asyncio.create_task(sample_pss())
     try:
         await asyncio.wait_for(built.wait(), timeout_s)
         await asyncio.wait_for(runner.run(), timeout_s)
     finally:
-        sampler.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sampler
         await endpoint.close()
-    peak_pss = max(peak_pss, pss_mb() or 0.0)
     session: Session = box["session"]
     t0, cpu0 = box.get("started", (time.monotonic(), _cpu_s()))
     latencies = [t.latency_ms for t in session.recorder.turns if t.role == "bot" and t.latency_ms]
@@ -127,7 +111,6 @@ async def run(cfg: dict[str, Any], ready: Any = print) -> dict[str, Any]:
         "turns": sum(t.role == "learner" for t in session.recorder.turns),
         "latency_ms": statistics.median(latencies) if latencies else None,
         "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # KiB
-        "pss_mb": round(peak_pss, 1),
         "cpu_s": round(_cpu_s() - cpu0, 2),
         "wall_s": round(time.monotonic() - t0, 2),
     }

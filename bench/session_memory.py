@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from bench.capacity import CLIP, start_fakes
+from bench.capacity import CLIP, memory_mb, start_fakes
 from sessions.protocol import SessionSpec
 from sessions.supervisor import SessionSupervisor
 from store import Store
@@ -43,17 +43,6 @@ SETTING_OF_FAKE = {
     "cartesia_url": "VOXTUTOR_CARTESIA_URL",
 }
 """The fakes' endpoints → the variables the session process reads them from."""
-
-
-def memory_mb(pid: int) -> tuple[float, float]:
-    """(RSS, PSS) of process ``pid`` now, MB (Linux ``/proc``)."""
-    rss = pss = 0.0
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Rss:"):
-            rss = int(line.split()[1]) / 1024
-        elif line.startswith("Pss:"):
-            pss = int(line.split()[1]) / 1024
-    return rss, pss
 
 
 async def run(tier: str, turns: int, transport: str, console: Console) -> None:
