@@ -178,8 +178,9 @@ async def test_a_local_backup_voice_loads_only_when_it_takes_over(
             "ground_school",
             load_persona("aviation-examiner"),
             settings,
-            # The 5 s TTFB watchdog: loading the voice (~1 s) is part of the first TTFB.
-            policy=replace(FAILOVER, ttfb_timeout_s=5.0),
+            # The 5 s TTFB watchdog and 20 s cap: loading the voice (1-2 s) is part of
+            # the first sentence, which the scaled test cap (2 s) would cut off.
+            policy=replace(FAILOVER, ttfb_timeout_s=5.0, request_cap_s=20.0),
         )
         [tts] = services.tts
         assert isinstance(tts, FailoverSwitcher)
