@@ -54,51 +54,19 @@ SMART_TURN_LANGUAGES = frozenset({"en", "de"})
 """Languages smart-turn v3 was trained on among ours (it covers 23, not Czech)."""
 
 
-QUIET_DBFS = -60.0
-"""A Silero window whose RMS level is below this (dB full scale) is not scored while the
-smoothed volume is under ``VADParams.min_volume``: Pipecat's VAD would call it silence
-whatever the model said. -60 dBFS is ten dB under that volume gate (0.6 of Pipecat's
--110..-10 LUFS scale: -50 LUFS) and under the noise floor of the LibriVox recordings the
-tests use (-52 to -57 dBFS), so it is met by digital silence, muted or noise-suppressed
-microphones and a quiet phone line, not by speech."""
-
-
 class InlineSileroVADAnalyzer(SileroVADAnalyzer):
-    """Pipecat's Silero VAD, run on the event loop, skipping the model on silent windows.
+    """Pipecat's Silero VAD, run on the event loop instead of a worker thread.
 
     Pipecat hands every input chunk (50 per second at 20 ms) to a one-thread executor. One
     Silero window (512 samples at 16 kHz, 256 at 8 kHz; ONNX Runtime with one thread) takes
     a fraction of a millisecond, less than the thread hand-off and the GIL contention it
     causes, and a chunk shorter than a window needs no inference at all.
-
-    A window quieter than :data:`QUIET_DBFS` while the smoothed volume is below
-    ``min_volume`` scores 0 without running the model: Pipecat's decision (``confidence >=
-    threshold and volume >= min_volume``) is "not speaking" either way. Most of a session
-    is such silence (the learner listens), so this saves most of the VAD's inference. A
-    skipped window resets the model's recurrent state, as Pipecat does after clear
-    non-speech; on real speech with silences between utterances the VAD's speaking/quiet
-    transitions match Pipecat's to within one Silero window (``tests/test_vad_gate.py``).
-    ``bench/capacity.py`` prints the CPU per session with Pipecat's executor and model on
-    every window as the baseline.
+    ``bench/capacity.py`` prints the CPU per session with Pipecat's executor as the baseline.
     """
-
-    _quiet_power = (32768 * 10 ** (QUIET_DBFS / 20)) ** 2
-    """Mean square of int16 samples at :data:`QUIET_DBFS`."""
 
     async def analyze_audio(self, buffer: bytes) -> VADState:
         """Append ``buffer`` (16-bit mono PCM at the analyzer's rate); return the VAD state."""
         return self._run_analyzer(buffer)
-
-    def voice_confidence(self, buffer: bytes) -> float:
-        """Speech confidence (0..1) of one window; 0 without inference when it is silent."""
-        if self._prev_volume < self._params.min_volume:
-            samples = np.frombuffer(buffer, np.int16).astype(np.float32)
-            if float(np.dot(samples, samples)) < self._quiet_power * len(samples):
-                self._maybe_reset_model(0.0)
-                # What the model would prepend next: the end of this (silent) window.
-                self._model.reset_states()
-                return 0.0
-        return super().voice_confidence(buffer)
 
 
 def _glibc_malloc_trim() -> Any:
