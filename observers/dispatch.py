@@ -68,6 +68,13 @@ class SelectiveWorkerObserver(WorkerObserver):
         observers: The observers to dispatch to, as for ``WorkerObserver``.
     """
 
+    def _hears(self, observer: BaseObserver) -> bool:
+        """:func:`hears_input_audio`, decided once per observer (it runs per audio frame)."""
+        cache: dict[BaseObserver, bool] = self.__dict__.setdefault("_hears_cache", {})
+        if observer not in cache:
+            cache[observer] = hears_input_audio(observer)
+        return cache[observer]
+
     async def on_push_frame(self, data: FramePushed) -> None:
         """Queue ``data`` as Pipecat does; the learner's audio only where it is heard."""
         if not isinstance(data.frame, InputAudioRawFrame):
@@ -75,7 +82,7 @@ class SelectiveWorkerObserver(WorkerObserver):
             return
         if not self._proxies:
             return
-        listeners = [p for p in self._proxies.values() if hears_input_audio(p.observer)]
+        listeners = [p for p in self._proxies.values() if self._hears(p.observer)]
         if not listeners:
             return
         # Pipecat's bookkeeping of first pushes, for the observers that get the frame.
