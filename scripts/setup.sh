@@ -25,11 +25,32 @@ if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv"
   "$PYTHON" -m venv .venv
 fi
-# llama-cpp-python is an sdist: the first install compiles llama.cpp (~10 min on 2 cores);
-# pip caches the built wheel, so later installs take seconds.
+PIP=(.venv/bin/python -m pip --disable-pip-version-check)
+"${PIP[@]}" install -q --upgrade pip
+
+# llama-cpp-python is an sdist: the first install compiles llama.cpp (~5-10 min on 2 cores).
+# It is built once, portably, into a wheel directory of its own. Not with pip's default
+# -march=native: on a CPU that reports AMX, ggml's AMX matmul then crashes the server with
+# SIGSEGV on the first completion where the VM does not grant the AMX tile state (seen on
+# this project's CI machines), and pip's wheel cache would hand such a build to any machine.
+# The flags are the Dockerfile's.
+LLAMA_VERSION=0.3.36
+LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+LLAMA_WHEELS="${XDG_CACHE_HOME:-$HOME/.cache}/voxtutor/wheels/llama-cpp-avx2"
+llama_wheel() { ls "$LLAMA_WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl 2>/dev/null | head -1; }
+if [ -z "$(llama_wheel)" ]; then
+  echo "==> building llama-cpp-python $LLAMA_VERSION (portable AVX2 build, once)"
+  CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "${PIP[@]}" wheel -q --no-deps --no-cache-dir \
+    -w "$LLAMA_WHEELS" "llama-cpp-python==$LLAMA_VERSION"
+fi
+# Replace an install that is not this build (e.g. one pip compiled natively).
+if [ "$(cat .venv/.llama-wheel 2>/dev/null)" != "$(llama_wheel)" ]; then
+  "${PIP[@]}" install -q --no-deps --force-reinstall "$(llama_wheel)"
+  llama_wheel > .venv/.llama-wheel
+fi
+
 echo "==> pip install -e .[dev]"
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+"${PIP[@]}" install -q --find-links "$LLAMA_WHEELS" -e ".[dev]"
 
 echo "==> voxtutor models install (default set, then the small LLM the fast tests use)"
 .venv/bin/voxtutor models install
