@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import io
 import threading
+from collections import deque
 from importlib import resources
 from typing import Any
 
@@ -54,19 +55,82 @@ SMART_TURN_LANGUAGES = frozenset({"en", "de"})
 """Languages smart-turn v3 was trained on among ours (it covers 23, not Czech)."""
 
 
-class InlineSileroVADAnalyzer(SileroVADAnalyzer):
-    """Pipecat's Silero VAD, run on the event loop instead of a worker thread.
+QUIET_DBFS = -60.0
+"""A Silero window whose RMS level is below this (dB full scale) is not scored while the VAD
+is quiet and the smoothed volume is under ``VADParams.min_volume``: Pipecat's VAD would call
+it silence whatever the model said. -60 dBFS is ten dB under that volume gate (0.6 of
+Pipecat's -110..-10 LUFS scale: -50 LUFS); digital silence, muted or noise-suppressed
+microphones, a quiet phone line and the softest Opus-coded pauses fall under it, speech
+does not."""
 
-    Pipecat hands every input chunk (50 per second at 20 ms) to a one-thread executor. One
-    Silero window (512 samples at 16 kHz, 256 at 8 kHz; ONNX Runtime with one thread) takes
-    a fraction of a millisecond, less than the thread hand-off and the GIL contention it
-    causes, and a chunk shorter than a window needs no inference at all.
-    ``bench/capacity.py`` prints the CPU per session with Pipecat's executor as the baseline.
+REPLAY_WINDOWS = 16
+"""Skipped windows (about 0.5 s: 32 ms each at 16 kHz and at 8 kHz) the model hears before the
+first loud window after a silence, so that it meets speech in the state Pipecat's would be
+in had its periodic reset fallen that long before (see :class:`InlineSileroVADAnalyzer`)."""
+
+
+class InlineSileroVADAnalyzer(SileroVADAnalyzer):
+    """Pipecat's Silero VAD, run on the event loop, not scoring windows of silence.
+
+    Inline. Pipecat hands every input chunk (50 per second at 20 ms) to a one-thread
+    executor. One Silero window (512 samples at 16 kHz, 256 at 8 kHz; ONNX Runtime with one
+    thread) takes a fraction of a millisecond, less than the thread hand-off and the GIL
+    contention it causes, and a chunk shorter than a window needs no inference at all.
+
+    Silent windows. While the VAD is quiet and its smoothed volume is under ``min_volume``,
+    a window below :data:`QUIET_DBFS` is not scored: Pipecat's decision (``confidence >=
+    threshold and volume >= min_volume``) is "not speaking" either way. Most of a session is
+    such silence (the learner listens), so this removes most of the VAD's inference.
+
+    The model's recurrent state still matters at the next utterance: from a blank state its
+    confidence on a soft dip inside an utterance depends on how the words fall on its 32 ms
+    windows, and a gate that reset the state on every skipped window split utterances that
+    Pipecat's VAD kept whole (in 20 of 100 Opus-coded LibriVox cases against 2 here). So
+    skipped windows are kept, and the first loud window after them is preceded by them,
+    run through the model: all of them when Pipecat's periodic reset (every 2 s of quiet
+    audio, which :meth:`voice_confidence` keeps counting) came since, which makes the state
+    exactly Pipecat's, else a reset and the last :data:`REPLAY_WINDOWS`, which is the state
+    Pipecat's VAD reaches when its reset fell that long before the utterance.
+    ``tests/test_vad_gate.py`` compares the transitions with Pipecat's across window
+    alignments; ``bench/capacity.py`` prints the CPU per session with Pipecat's executor
+    and every window scored as the baseline.
     """
+
+    _quiet_power = (32768 * 10 ** (QUIET_DBFS / 20)) ** 2
+    """Mean square of int16 samples at :data:`QUIET_DBFS`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        """Take ``SileroVADAnalyzer``'s arguments (``sample_rate`` in Hz, ``params``)."""
+        super().__init__(**kwargs)
+        self._skipped: deque[bytes] = deque(maxlen=REPLAY_WINDOWS)
+        self._skipped_count = 0
 
     async def analyze_audio(self, buffer: bytes) -> VADState:
         """Append ``buffer`` (16-bit mono PCM at the analyzer's rate); return the VAD state."""
         return self._run_analyzer(buffer)
+
+    def voice_confidence(self, buffer: bytes) -> float:
+        """Speech confidence (0..1) of one window; 0, not scored, when it is silent."""
+        if self._vad_state == VADState.QUIET and self._prev_volume < self._params.min_volume:
+            samples = np.frombuffer(buffer, np.int16).astype(np.float32)
+            if float(np.dot(samples, samples)) < self._quiet_power * len(samples):
+                self._maybe_reset_model(0.0)
+                if self._windows_since_reset == 0:  # Pipecat's reset: what came before is moot
+                    self._skipped.clear()
+                    self._skipped_count = 0
+                else:
+                    self._skipped.append(buffer)
+                    self._skipped_count += 1
+                return 0.0
+        if self._skipped_count:
+            if self._skipped_count > len(self._skipped):
+                self._model.reset_states()
+            for window in self._skipped:
+                audio = np.frombuffer(window, np.int16).astype(np.float32) / 32768.0
+                self._model(audio, self.sample_rate)
+            self._skipped.clear()
+            self._skipped_count = 0
+        return super().voice_confidence(buffer)
 
 
 def _glibc_malloc_trim() -> Any:
