@@ -62,10 +62,6 @@ def _version() -> str:
         return "0+unknown"
 
 
-def _store_url(store: Store) -> str:
-    return store.engine.url.render_as_string(hide_password=False)
-
-
 WEB_DIR = Path(__file__).parent / "web"
 """The browser room: landing page, WebRTC client and live transcript (no build step)."""
 
@@ -116,7 +112,6 @@ def create_app(
                 metrics=metrics,
                 supervisor=sup,
                 llm_base_url=(llm_base_url or rt.llm_base_url or None),
-                database_url=_store_url(the_store),
             )
             logger.info(
                 "voxtutor API up (store: {}, sessions: {})",

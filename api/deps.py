@@ -38,7 +38,6 @@ class AppContext:
         metrics: The app's metrics.
         supervisor: Runs session processes, or ``None`` when not configured.
         llm_base_url: The local tier's LLM server, or ``None``.
-        database_url: The store's URL, handed to session processes (never logged).
     """
 
     settings: Settings
@@ -46,7 +45,6 @@ class AppContext:
     metrics: Metrics
     supervisor: Supervisor | None
     llm_base_url: str | None
-    database_url: str
 
 
 def get_ctx(request: Request) -> AppContext:

@@ -276,7 +276,6 @@ async def _start(
         persona=persona.id,
         tier=tier,
         transport=call.carrier,
-        database_url=ctx.database_url,
         llm_base_url=ctx.llm_base_url,
         cefr_level=learner.cefr_level,
         learner_name=None if learner.name == GUEST_NAME else learner.name,

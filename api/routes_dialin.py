@@ -309,7 +309,6 @@ async def _start(ctx: AppContext, request: Request, call: DailyDialinCall) -> st
         persona=persona.id,
         tier=tier,
         transport="daily",
-        database_url=ctx.database_url,
         llm_base_url=ctx.llm_base_url,
         cefr_level=learner.cefr_level,
         learner_name=None if learner.name == GUEST_NAME else learner.name,

@@ -117,7 +117,6 @@ async def create_session(
         persona=persona.id,
         tier=body.tier,
         transport=body.transport,
-        database_url=ctx.database_url,
         llm_base_url=ctx.llm_base_url,
         cefr_level=learner.cefr_level,
         learner_name=learner.name,

@@ -85,7 +85,6 @@ async def run(tier: str, turns: int, transport: str, console: Console) -> None:
                     persona="aviation-examiner",
                     tier=tier,
                     transport=transport,  # type: ignore[arg-type]
-                    database_url=url,
                     llm_base_url="http://127.0.0.1:9/v1",  # the local LLM backup stays unused
                 )
                 await sup.spawn(spec)

@@ -47,6 +47,7 @@ from pipecat.observers.service_metrics_observer import (
 from pipecat.processors.frame_processor import FrameProcessor
 
 if TYPE_CHECKING:
+    from sessions.store_relay import StoreRelay
     from store import Store
 
 SELF_METERED_TTS = frozenset({"pipecat.services.deepgram.tts.DeepgramTTSService"})
@@ -288,11 +289,13 @@ class UsageMeterObserver(ServiceMetricsObserver):
         await self.flush()
 
 
-def usage_observer(store: Store, session_id: str, services: Any = None) -> UsageMeterObserver:
+def usage_observer(
+    store: Store | StoreRelay, session_id: str, services: Any = None
+) -> UsageMeterObserver:
     """The usage meter of one session, writing each row to ``store`` as it is reported.
 
     Args:
-        store: The open store.
+        store: The open store, or a session process's relay to the server's.
         session_id: The session the rows belong to.
         services: The session's ``pipelines.tiers.TierServices`` (names the providers), or
             ``None`` to name them by module.

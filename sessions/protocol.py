@@ -13,11 +13,12 @@ Process → server, one JSON object per line on stdout::
     {"event": "ready", "phone_url": "ws://127.0.0.1:…"}  phone call: where to relay its stream
     {"event": "reply", "id": 1, "ok": true, "data": {...}}   answer to a request (SDP answer)
     {"event": "reply", "id": 2, "ok": false, "error": "message"}
-    {"event": "turn", "turn": {...}}                    a turn completed (already stored)
+    {"event": "store", "call": "add_turn", "args": ["<session id>", {...}]}   a store write
     {"event": "ended", "reason": "..."}                 the pipeline finished
 
-The process writes each turn to the store itself when it completes; the ``turn`` event only
-feeds the server's metrics.
+The process holds no database connection: each write (a completed turn, a status, a session
+event, a usage row) is a ``store`` line the server applies in order
+(:mod:`sessions.store_relay`); a stored turn also feeds the server's metrics.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ class SessionSpec:
             phone call's carrier, ``twilio`` or ``telnyx`` (media stream relayed by the server).
         cefr_level: The learner's CEFR level, or ``None`` for the persona default.
         learner_name: For the greeting and the prompt, or ``None``.
-        database_url: Store URL; the process writes turns there.
         llm_base_url: OpenAI-compatible server of the local tier (shared by all sessions).
         idle_timeout_s: End the session after this many seconds without activity.
         exchange_limit: Learner turns the session answers before ending politely (tier
@@ -59,7 +59,6 @@ class SessionSpec:
     persona: str
     tier: str
     transport: Transport
-    database_url: str
     llm_base_url: str
     cefr_level: str | None = None
     learner_name: str | None = None

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from observers.turn_recorder import TurnRecord
     from pipelines.realtime import RealtimeSession
     from sessions.protocol import SessionSpec
-    from store import Store
+    from sessions.store_relay import StoreRelay
 
 
 def is_speech_to_speech(tier: str) -> bool:
@@ -46,7 +46,7 @@ def build_worker_realtime_session(
     spec: SessionSpec,
     persona: Persona,
     settings: Settings,
-    store: Store,
+    store: StoreRelay,
     transport: BaseTransport,
     *,
     on_turn: Callable[[TurnRecord], Awaitable[None]],
@@ -75,7 +75,7 @@ def build_worker_realtime_session(
     from pipelines.realtime import build_realtime_session
     from pipelines.tiers import TierServices
     from pipelines.tools import ToolCall
-    from store.events import TOOL_CALL
+    from sessions.store_relay import TOOL_CALL
 
     tier = get_tier(spec.tier)
 

@@ -4,7 +4,9 @@ Each session runs ``python -m sessions.worker`` (its own process, as Pipecat rec
 supervisor caps how many run at once, relays the browser's SDP offer and ICE candidates over
 the process's stdin/stdout (see :mod:`sessions.protocol`), asks it to end politely, and marks
 the session ``failed`` in the store if the process dies without ending: the server stays up and
-the turns the process already wrote stay stored.
+the turns the process already wrote stay stored. A session process holds no database
+connection: its writes arrive as ``store`` lines (:mod:`sessions.store_relay`), which the
+supervisor applies in order with its own store.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sessions.protocol import (
     SessionRequestError,
     SessionSpec,
 )
+from sessions.store_relay import RELAYED_CALLS
 from store import Store
 
 READY_TIMEOUT_S = 90.0
@@ -94,8 +97,8 @@ class SessionSupervisor:
             process that has done the imports (and for ``local`` loaded the local models)
             waits for the next session of its kind (:func:`spare_kind`), so spawn-to-ready
             drops from ~3 s to a fraction of a second.
-        on_turn: Called with (session id, turn dict) for each turn a session completes (the
-            session process has already stored it), e.g. to feed latency metrics.
+        on_turn: Called with (session id, turn dict) for each turn a session completes, once
+            it is stored, e.g. to feed latency metrics.
         on_ready: Called with the spawn-to-ready time in seconds of each session started.
         on_ended: Awaited with the spec of each session that started (became ready) once its
             process has exited, however it ended (goodbye, idle, crash, kill, shutdown), e.g.
@@ -286,13 +289,32 @@ class SessionSupervisor:
                 fut = child.pending.pop(msg.get("id", -1), None)
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
+            elif event == "store":
+                await self._store_write(child, msg)
             elif event == "ended":
                 child.ended = True
-            elif event == "turn" and self.on_turn is not None:
-                try:
-                    self.on_turn(child.spec.session_id, msg.get("turn") or {})
-                except Exception as e:  # metrics must never break a session
-                    logger.warning(f"on_turn callback failed: {e}")
+
+    async def _store_write(self, child: _Child, msg: dict[str, Any]) -> None:
+        """Apply one of a session process's store writes (:mod:`sessions.store_relay`).
+
+        Only :data:`~sessions.store_relay.RELAYED_CALLS`, only for the process's own session.
+        A write the store refuses is logged; the session goes on.
+        """
+        sid = child.spec.session_id
+        call, args = msg.get("call"), msg.get("args")
+        if call not in RELAYED_CALLS or not isinstance(args, list) or args[:1] != [sid]:
+            logger.warning(f"session {sid}: refused store write {str(msg)[:120]!r}")
+            return
+        try:
+            await getattr(self.store, call)(*args)
+        except Exception as e:  # a bad row must not stop the session's other writes
+            logger.error(f"session {sid}: store {call} failed: {e!r}")
+            return
+        if call == "add_turn" and self.on_turn is not None:
+            try:
+                self.on_turn(sid, args[1] if len(args) > 1 and isinstance(args[1], dict) else {})
+            except Exception as e:  # metrics must never break a session
+                logger.warning(f"on_turn callback failed: {e}")
 
     async def _watch(self, child: _Child) -> None:
         code = await child.proc.wait()

@@ -8,8 +8,9 @@ transports) and waits for a
 Loads the persona's services (models load here, once per session), reports ``ready``, then
 waits for the browser's SDP offer relayed by the server. The offer creates the SmallWebRTC
 connection and the pipeline starts (a ``daily`` session's bot instead joins its Daily room with
-the meeting token in the spec: :func:`transports.daily.daily_bot_transport`); each turn is
-written to the store when it completes, so a crash loses nothing already said. An ``end``
+the meeting token in the spec: :func:`transports.daily.daily_bot_transport`); each turn goes
+to the server's store when it completes (:mod:`sessions.store_relay`: the process holds no
+database connection), so a crash loses nothing already said. An ``end``
 request makes the bot say goodbye first. A speech-to-speech tier (``realtime``) has no services
 to load: its session is built by :mod:`sessions.realtime_worker`.
 See :mod:`sessions.protocol` for the messages.
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from config.personas import Persona
     from config.settings import Settings
     from processors.failover import OnSwitch
-    from store import Store
+    from sessions.store_relay import StoreRelay
     from transports.phone import PhoneEndpoint
 
 
@@ -90,7 +91,6 @@ async def run_spare(kind: str = "local") -> int:
     import pipecat.workers.runner  # noqa: F401
 
     import pipelines.session  # noqa: F401
-    import store  # noqa: F401
     import transports.phone  # noqa: F401
 
     channel.send({"event": "spare"})
@@ -115,14 +115,15 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     from pipelines.session import Session, build_session
     from pipelines.tiers import build_tier_services
     from sessions.realtime_worker import build_worker_realtime_session, is_speech_to_speech
-    from store import Store
+    from sessions.store_relay import StoreRelay
 
     channel = channel or _Channel()
     settings = get_settings()
     if spec.turn_url:
         settings = settings.model_copy(update={"smart_turn_url": spec.turn_url})
     persona = load_persona(spec.persona)
-    store = await Store.open(spec.database_url, migrate=False)
+    # Writes go to the server, which stores them (sessions.store_relay).
+    store = StoreRelay(channel.send)
     # A speech-to-speech tier has no STT, LLM and TTS: sessions.realtime_worker builds it.
     services = (
         None
@@ -145,7 +146,6 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
 
     async def on_turn(turn: TurnRecord) -> None:
         await store.add_turn(spec.session_id, turn)
-        channel.send({"event": "turn", "turn": turn.to_dict()})
         if turn.role == "learner" and turn.index <= 1:
             await store.set_session_status(spec.session_id, "active")
         if (quota := session_box.get("quota")) is not None:
@@ -285,7 +285,6 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
         await handler.close()
     if phone is not None:
         await phone.close()
-    await store.close()
     return 0
 
 
@@ -310,17 +309,17 @@ def _webrtc_transport(connection: Any) -> Any:
     )
 
 
-def provider_switch_recorder(store: Store, session_id: str) -> OnSwitch:
+def provider_switch_recorder(store: StoreRelay, session_id: str) -> OnSwitch:
     """The ``on_switch`` of a session's failover groups: each switch becomes a session event.
 
     Each call stores one ``provider_switch`` row (:mod:`store.events`) with data ``{"role",
     "from", "to", "reason"}`` in its own transaction, so a crash later loses none.
 
     Args:
-        store: The session process's store.
+        store: The session process's store (its writes go to the server).
         session_id: The session the events belong to.
     """
-    from store.events import PROVIDER_SWITCH
+    from sessions.store_relay import PROVIDER_SWITCH
 
     async def on_switch(role: str, old: str, new: str, reason: str) -> None:
         data = {"role": role, "from": old, "to": new, "reason": reason}

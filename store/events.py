@@ -16,6 +16,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+# The kinds a session process writes are defined beside the relay it writes them through.
+from sessions.store_relay import PROVIDER_SWITCH, TOOL_CALL
 from store.base import StoreBase
 from store.models import SessionEvent
 from store.records import NotFoundError
@@ -23,12 +25,7 @@ from store.records import NotFoundError
 EVENT_KIND_MAX = 50
 """Longest event kind, in characters (the column's width)."""
 
-PROVIDER_SWITCH = "provider_switch"
-"""Kind of a failover switch event; ``data``: ``role``, ``from``, ``to``, ``reason``."""
-
-TOOL_CALL = "tool_call"
-"""Kind of a persona tool call (``record_acs_result``, ``note_mistake``); ``data``: ``name``,
-``arguments`` (the JSON object the model passed)."""
+__all__ = ["EVENT_KIND_MAX", "PROVIDER_SWITCH", "TOOL_CALL", "EventStore", "SessionEventInfo"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -257,7 +257,6 @@ async def test_exchange_limit_ends_a_realtime_session_politely(
         persona=PERSONA.id,
         tier="realtime",
         transport="webrtc",
-        database_url=sqlite_url,
         llm_base_url="http://127.0.0.1:9/v1",
         exchange_limit=1,
     )

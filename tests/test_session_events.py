@@ -107,26 +107,3 @@ def _downgrade(connection, revision: str) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
     command.downgrade(config, revision)
-
-
-async def test_the_session_process_stores_each_provider_switch_as_an_event(
-    sqlite_url: str,
-) -> None:
-    from sessions.worker import provider_switch_recorder
-
-    store = await Store.open(sqlite_url)
-    try:
-        sid = await new_session(store)
-        on_switch = provider_switch_recorder(store, sid)
-        await on_switch("tts", "cartesia", "deepgram", "timeout")
-        await on_switch("tts", "deepgram", "cartesia", "recovered")
-        events = await store.list_session_events(sid)
-    finally:
-        await store.close()
-    assert [(e.kind, e.data) for e in events] == [
-        (PROVIDER_SWITCH, SWITCH),
-        (
-            PROVIDER_SWITCH,
-            {"role": "tts", "from": "deepgram", "to": "cartesia", "reason": "recovered"},
-        ),
-    ]

@@ -102,7 +102,6 @@ async def env(tmp_path, llm_url):
             persona="aviation-examiner",
             tier="local",
             transport="webrtc",
-            database_url=url,
             llm_base_url=llm_url,
             idle_timeout_s=idle_timeout_s,
         )
