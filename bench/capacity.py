@@ -239,8 +239,8 @@ def levels_table(
 
     Returns:
         The table; the largest N whose processes all finished with no more underruns per
-        process than the first level (0 if none); and that first level's underruns per process
-        (``None`` if it had no result).
+        process than the first level if that is N=1, else than none (0 if no N qualifies); and
+        that allowance per process (``None`` if no level had a result).
     """
     table = Table(
         noun,
@@ -265,7 +265,8 @@ def levels_table(
         under = [r["underruns"] for r in ok]
         per = statistics.mean(under)
         if base_underruns is None:
-            base_underruns = per
+            # The allowance is one process alone's: without an N=1 level, none.
+            base_underruns = per if n == 1 else 0.0
         lat = [r["latency_ms"] for r in ok if r["latency_ms"]]
         rss = [r["rss_mb"] for r in ok]
         pss = [r["pss_mb"] or 0 for r in ok]
