@@ -63,10 +63,12 @@ Pipecat's -110..-10 LUFS scale: -50 LUFS); digital silence, muted or noise-suppr
 microphones, a quiet phone line and the softest Opus-coded pauses fall under it, speech
 does not."""
 
-REPLAY_WINDOWS = 16
-"""Skipped windows (about 0.5 s: 32 ms each at 16 kHz and at 8 kHz) the model hears before the
-first loud window after a silence, so that it meets speech in the state Pipecat's would be
-in had its periodic reset fallen that long before (see :class:`InlineSileroVADAnalyzer`)."""
+REPLAY_WINDOWS = 64
+"""Most skipped windows kept to be run through the model before the first loud window after a
+silence (32 ms each at 16 kHz and at 8 kHz: 2.05 s). Pipecat resets the model's state after
+every 2 s (``pipecat.audio.vad.silero._MODEL_RESET_INTERVAL_SECS``, 62.5 windows) of quiet
+audio, so this holds every window since the last reset: the model meets the utterance in
+exactly the state Pipecat's would be in (see :class:`InlineSileroVADAnalyzer`)."""
 
 
 class InlineSileroVADAnalyzer(SileroVADAnalyzer):
@@ -82,15 +84,18 @@ class InlineSileroVADAnalyzer(SileroVADAnalyzer):
     threshold and volume >= min_volume``) is "not speaking" either way. Most of a session is
     such silence (the learner listens), so this removes most of the VAD's inference.
 
-    The model's recurrent state still matters at the next utterance: from a blank state its
-    confidence on a soft dip inside an utterance depends on how the words fall on its 32 ms
-    windows, and a gate that reset the state on every skipped window split utterances that
-    Pipecat's VAD kept whole (in 20 of 100 Opus-coded LibriVox cases against 2 here). So
-    skipped windows are kept, and the first loud window after them is preceded by them,
-    run through the model: all of them when Pipecat's periodic reset (every 2 s of quiet
-    audio, which :meth:`voice_confidence` keeps counting) came since, which makes the state
-    exactly Pipecat's, else a reset and the last :data:`REPLAY_WINDOWS`, which is the state
-    Pipecat's VAD reaches when its reset fell that long before the utterance.
+    The model's recurrent state still matters at the next utterance: at a soft dip inside
+    an utterance its confidence depends on the state it met the utterance in. A gate that
+    reset the state on every skipped window split utterances that Pipecat's VAD kept whole
+    (20 of 100 Opus-coded LibriVox cases), and one that replayed only the last 0.5 s split
+    "he was not | an ill disposed young man" on the phone path. So every skipped window
+    since Pipecat's last periodic reset (every 2 s of quiet audio, which
+    :meth:`voice_confidence` keeps counting, a skipped window as confidence 0) is kept and
+    run through the model before the first loud window after them: the model then meets
+    the utterance in Pipecat's exact state, and the VAD decides exactly as Pipecat's does
+    after digital silence (whose windows Pipecat also scores below its 0.1 reset bound).
+    The cost is up to :data:`REPLAY_WINDOWS` inferences (~9 ms) at the start of an
+    utterance; the rest of a long silence is never scored.
     ``tests/test_vad_gate.py`` compares the transitions with Pipecat's across window
     alignments; ``bench/capacity.py`` prints the CPU per session with Pipecat's executor
     and every window scored as the baseline.
@@ -123,7 +128,7 @@ class InlineSileroVADAnalyzer(SileroVADAnalyzer):
                     self._skipped_count += 1
                 return 0.0
         if self._skipped_count:
-            if self._skipped_count > len(self._skipped):
+            if self._skipped_count > len(self._skipped):  # a reset held back by loud windows
                 self._model.reset_states()
             for window in self._skipped:
                 audio = np.frombuffer(window, np.int16).astype(np.float32) / 32768.0
