@@ -17,6 +17,7 @@ pipeline start, adding and removing observers) is Pipecat's code unchanged.
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from pipecat.frames.frames import InputAudioRawFrame
 from pipecat.observers.base_observer import BaseObserver, FrameProcessed, FramePushed
@@ -68,12 +69,17 @@ class SelectiveWorkerObserver(WorkerObserver):
         observers: The observers to dispatch to, as for ``WorkerObserver``.
     """
 
+    def __init__(self, *, observers: list[BaseObserver] | None = None, **kwargs: Any) -> None:
+        """Take ``WorkerObserver``'s arguments."""
+        super().__init__(observers=observers, **kwargs)
+        self._hears_cache: dict[BaseObserver, bool] = {}
+
     def _hears(self, observer: BaseObserver) -> bool:
         """:func:`hears_input_audio`, decided once per observer (it runs per audio frame)."""
-        cache: dict[BaseObserver, bool] = self.__dict__.setdefault("_hears_cache", {})
-        if observer not in cache:
-            cache[observer] = hears_input_audio(observer)
-        return cache[observer]
+        hears = self._hears_cache.get(observer)
+        if hears is None:
+            hears = self._hears_cache[observer] = hears_input_audio(observer)
+        return hears
 
     async def on_push_frame(self, data: FramePushed) -> None:
         """Queue ``data`` as Pipecat does; the learner's audio only where it is heard."""
