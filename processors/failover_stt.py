@@ -13,8 +13,10 @@ The VAD runs in the user aggregator, after the STT: its events reach the STT tra
 upstream, and the group watches them there (or downstream, when a test injects them).
 
 Watchdog: a transcript is due within :attr:`FailoverPolicy.ttfb_timeout_s` of the end of an
-utterance of at least :attr:`FailoverPolicy.stt_min_speech_s` of speech. A replayed utterance
-is not timed again, so a noise that no provider transcribes costs one switch, not the chain.
+utterance of at least :attr:`FailoverPolicy.stt_min_speech_s` of speech, counted since the
+utterance's last transcript (a streaming STT's own endpoint may answer mid-utterance). A
+replayed utterance is not timed again, so a noise that no provider transcribes costs one
+switch, not the chain.
 """
 
 from __future__ import annotations
@@ -104,7 +106,10 @@ class STTTracker(Tracker):
             self.confirmed += 1
             self.last_confirm_at = now
             if self.speaking:
+                # Answered so far: only speech after this transcript may still be owed one
+                # (a short tail after a streaming STT's own endpoint may get none).
                 self.utterance = []
+                self._speech_s = 0.0
             elif self._stopped_at is not None:
                 self._done()
         return Outlet([frame])
