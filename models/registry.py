@@ -25,6 +25,11 @@ FIX_COMMAND = "voxtutor models install"
 CHUNK_BYTES = 8 * 1024 * 1024
 STAMP_SUFFIX, PARTIAL_SUFFIX = ".sha256", ".partial"
 MANIFEST_PATH = Path(__file__).with_name("manifest.json")
+
+WHISPER_MODEL = "whisper-base"
+"""The local tier's STT model (faster-whisper base, CTranslate2 int8)."""
+PIPER_MODEL = "piper-en_US-joe-medium"
+"""The local tier's English voices (Piper; the directory holds every packaged voice)."""
 FileState = Literal["current", "missing", "wrong-size", "unstamped"]
 _LAYOUTS = {("directory", True), ("directory", False), ("file", True)}
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,8 @@ from pipecat.observers.service_metrics_observer import (
     ServiceUsageRecord,
 )
 from pipecat.processors.frame_processor import FrameProcessor
+
+from processors.failover_deferred import DeferredService
 
 if TYPE_CHECKING:
     from sessions.store_relay import StoreRelay
@@ -220,9 +223,15 @@ class UsageMeterObserver(ServiceMetricsObserver):
             if p.name in self._by_name:
                 continue
             self._by_name[p.name] = p
+            if isinstance(p, DeferredService):
+                # A backup built on first use meters under its link's provider.
+                p.on_built(partial(self._learn_provider, p.provider))
             if _qualified_names(p) & SELF_METERED_TTS:
                 self._self_metered.add(p.name)
                 p.add_event_handler("on_tts_request", self._on_tts_request)
+
+    def _learn_provider(self, provider: str, service: FrameProcessor) -> None:
+        self._providers[id(service)] = provider
 
     async def on_processor_setup(self, data: ProcessorSetUp) -> None:
         """Learn each processor of the pipeline (nested ones included) as it is set up."""

@@ -27,8 +27,9 @@ from pipecat.workers.runner import WorkerRunner
 from config.personas import Persona, load_persona
 from config.settings import Settings
 from config.tiers import Tier, TierError, get_tier
+from models.registry import PIPER_MODEL, WHISPER_MODEL
 from observers.turn_recorder import TurnRecord
-from pipelines.local import PIPER_MODEL, WHISPER_MODEL, local_llm
+from pipelines.local import local_llm
 from pipelines.session import build_session
 from pipelines.tiers import build_tier_services
 from services.llama_server import warm_up

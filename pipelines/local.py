@@ -20,14 +20,12 @@ from pipecat.transcriptions.language import Language
 
 from config.personas import Persona
 from config.settings import Settings
-from models.registry import model_path
+from models.registry import PIPER_MODEL, WHISPER_MODEL, model_path
 from services.espeak_tts import EspeakTTSService
 from services.llama_server import MODEL_ALIAS, LlamaServer
 from services.piper_tts import LocalPiperTTSService
 from services.whisper_stt import LocalWhisperSTTService
 
-WHISPER_MODEL = "whisper-base"
-PIPER_MODEL = "piper-en_US-joe-medium"
 PIPECAT_LANGUAGE = {"en": Language.EN, "de": Language.DE, "cs": Language.CS}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from loguru import logger
 from pipecat.processors.frame_processor import FrameProcessor
@@ -27,8 +28,31 @@ from processors.failover import (
     failover_stt,
     failover_tts,
 )
+from processors.failover_deferred import deferred
 
 __all__ = ["OnSwitch", "TierServices", "build_tier_services"]
+
+BACKUP_MODULES: dict[str, dict[str, tuple[str, ...]]] = {
+    "openai": {
+        "stt": ("pipecat.services.openai.stt",),
+        "llm": ("pipecat.services.openai.llm",),
+        "tts": ("pipecat.services.openai.tts",),
+    },
+    "anthropic": {"llm": ("pipecat.services.anthropic.llm",)},
+    "deepgram": {
+        "stt": ("services.deepgram_stt",),
+        "tts": ("pipecat.services.deepgram.tts",),
+    },
+    "cartesia": {"tts": ("pipecat.services.cartesia.tts",)},
+    "local": dict.fromkeys(("stt", "llm", "tts"), ("pipelines.local",)),
+}
+"""Providers whose backup links are built on first use, and the modules each one imports.
+
+A backup link of these providers stands in its group as a :class:`processors.
+failover_deferred.DeferredService` until a failover reaches it; the text-only voice is
+cheap and built at once. ``pipelines.local`` imports Whisper, Piper, espeak-ng and the
+OpenAI SDK (the local LLM's client) together.
+"""
 
 _GROUPS: dict[str, Callable[..., list[FrameProcessor]]] = {
     "stt": failover_stt,
@@ -69,11 +93,17 @@ def _chain(
     """Build each link of a chain as ``(provider, service)``, primary first.
 
     Every link but the last has a backup, so its SDK client is built without retries;
-    every link but the first is a backup, so a local model behind it loads on first use.
+    every link but the first is a backup, so it is built when a failover first reaches it
+    (:data:`BACKUP_MODULES`).
+
+    Raises:
+        TierError: as :func:`pipelines.providers.build_link` (for a primary).
+        models.registry.ModelNotInstalledError: a local link's model is missing.
     """
     built: list[tuple[str, FrameProcessor]] = []
     for i, link in enumerate(links):
-        service = build_link(
+        build = partial(
+            build_link,
             role,
             link,
             persona,
@@ -83,8 +113,32 @@ def _chain(
             has_backup=i < len(links) - 1,
             is_backup=i > 0,
         )
+        service: FrameProcessor
+        if i > 0 and link.provider in BACKUP_MODULES:
+            _check_local_model(role, link, persona, settings)
+            service = deferred(
+                role, build, modules=BACKUP_MODULES[link.provider][role], provider=link.provider
+            )
+        else:
+            service = build()
         built.append((link.provider, service))
     return built
+
+
+def _check_local_model(role: Role, link: Link, persona: Persona, settings: Settings) -> None:
+    """Fail now, not at failover, if a deferred local backup's model is not installed.
+
+    Raises:
+        models.registry.ModelNotInstalledError: Whisper base or the Piper voice is missing.
+    """
+    if link.provider != "local":
+        return
+    from models.registry import PIPER_MODEL, WHISPER_MODEL, model_path
+
+    if role == "stt":
+        model_path(WHISPER_MODEL, settings.home)
+    elif role == "tts" and persona.language == "en":
+        model_path(PIPER_MODEL, settings.home)
 
 
 def build_tier_services(

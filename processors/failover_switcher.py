@@ -29,6 +29,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.processors.frameworks.rtvi import RTVIServerMessageFrame
 from pipecat.utils.errors import ErrorCategory
 
+from processors.failover_deferred import DeferredService
 from processors.failover_policy import (
     FailoverPolicy,
     OnSwitch,
@@ -202,9 +203,20 @@ class FailoverSwitcher(RoutingSwitcher):
         await service.queue_frame(frame)
 
     async def _revive(self, service: FrameProcessor) -> bool:
-        """Make a service usable again unless its provider refused us for good."""
+        """Make a service usable again unless its provider refused us for good.
+
+        A backup not built yet (:class:`processors.failover_deferred.DeferredService`) is
+        built and started here; one that cannot be built counts as refused for good.
+        """
         if id(service) in self._permanent:
             return False
+        if isinstance(service, DeferredService) and not service.built:
+            try:
+                await service.build()
+            except Exception as e:
+                logger.error(f"{self}: building backup {self.provider(service)} failed: {e}")
+                self._permanent.add(id(service))
+                return False
         if not service.is_usable:
             await service.set_usable(True)
         return service.is_usable

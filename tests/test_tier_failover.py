@@ -22,8 +22,10 @@ from config.personas import load_persona
 from config.settings import Settings
 from pipelines.tiers import build_tier_services
 from processors.failover import FailoverLLMSwitcher, FailoverSwitcher
+from processors.failover_deferred import DeferredService
 from processors.failover_llm import CONTINUE_PROMPT
 from services.piper_tts import LocalPiperTTSService
+from services.text_only_tts import TextOnlyTTSService
 from services.whisper_stt import LocalWhisperSTTService
 from tests.failover_rig import (
     POLICY,
@@ -148,15 +150,21 @@ async def test_dpe_live_groups_are_our_failover_groups(
     # The numbers when no policy is given.
     assert (tts.policy.ttfb_timeout_s, tts.policy.request_cap_s) == (5.0, 20.0)
     assert tts.policy.rate_limit_backoff_s == (1.0, 2.0, 4.0)
+    # Backups are built when a failover first reaches them; the text-only voice costs nothing.
+    backups = [*stt.services[1:], *llm.services[1:], *tts.services[1:3]]
+    assert all(isinstance(s, DeferredService) and not s.built for s in backups)
+    assert isinstance(tts.services[3], TextOnlyTTSService)
     # SDK retries are off where a backup stands behind the link, kept on the last SDK link.
-    anthropic, openai_llm, local_llm = llm.services
+    anthropic = llm.services[0]
+    openai_llm, local_llm = (s.factory() for s in llm.services[1:])
     assert sdk_retries(anthropic) == 0 and sdk_retries(openai_llm) == 0
     assert sdk_retries(local_llm) == 2  # the OpenAI SDK's default
-    assert sdk_retries(stt.services[1]) == 0  # OpenAI transcription
-    assert sdk_retries(tts.services[1]) == 0  # OpenAI speech
-    # The local Whisper backup is built (its model's presence checked) but not loaded.
-    assert isinstance(stt.services[2], LocalWhisperSTTService)
-    assert not stt.services[2].loaded
+    assert sdk_retries(stt.services[1].factory()) == 0  # OpenAI transcription
+    assert sdk_retries(tts.services[1].factory()) == 0  # OpenAI speech
+    # The local Whisper backup's model stays unloaded even once the service is made.
+    whisper = stt.services[2].factory()
+    assert isinstance(whisper, LocalWhisperSTTService)
+    assert not whisper.loaded
 
 
 async def test_a_local_backup_voice_loads_only_when_it_takes_over(
@@ -184,9 +192,9 @@ async def test_a_local_backup_voice_loads_only_when_it_takes_over(
         )
         [tts] = services.tts
         assert isinstance(tts, FailoverSwitcher)
-        piper = tts.services[1]
-        assert isinstance(piper, LocalPiperTTSService)
-        assert not piper.loaded, "a backup voice must not be loaded before it is needed"
+        standin = tts.services[1]
+        assert isinstance(standin, DeferredService)
+        assert not standin.built, "a backup voice must not be built before it is needed"
         run = await run_session(
             tmp_path,
             [user_says("What do I check before a flight?"), 8.0],
@@ -194,7 +202,8 @@ async def test_a_local_backup_voice_loads_only_when_it_takes_over(
             llm=services.llm,
             tts=services.tts,
         )
-    assert piper.loaded
+    piper = standin.inner
+    assert isinstance(piper, LocalPiperTTSService) and piper.loaded
     assert [(n["from"], n["to"]) for n in run.watch.notices] == [("openai", "local")]
     assert heard(run) == REPLY
     # Piper spoke the reply: ~120 characters are several seconds of 16 kHz audio.
