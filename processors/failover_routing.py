@@ -45,6 +45,34 @@ LIFECYCLE = (StartFrame, EndFrame, CancelFrame)
 _Check = Callable[[Frame], Awaitable[bool]]
 
 
+class RecentIds:
+    """The last ``size`` frame ids added, as a set (``in`` and ``add``).
+
+    Pipecat's ``ParallelPipeline`` remembers the id of every frame that leaves it (a plain
+    set that is never pruned) so that a frame two branches pass on leaves once. In a
+    failover group that is the learner's audio, every TTS chunk and every LLM token: about
+    180,000 ids an hour per group, 10-20 MB over an hour's session. Here each frame goes
+    down one branch (lifecycle frames, the only ones sent to every branch, are counted
+    apart), so the recent ids are enough.
+    """
+
+    def __init__(self, size: int = _ROUTED_MAX) -> None:
+        self._ids: OrderedDict[int, None] = OrderedDict()
+        self._size = size
+
+    def __contains__(self, frame_id: object) -> bool:
+        return frame_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, frame_id: int) -> None:
+        """Remember ``frame_id``, forgetting the oldest beyond ``size``."""
+        self._ids[frame_id] = None
+        if len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+
+
 class FailoverStrategy(ServiceSwitcherStrategyManual):
     """Hands every error of the active service to the :class:`FailoverSwitcher` that owns it.
 
@@ -85,6 +113,7 @@ class RoutingSwitcher(ServiceSwitcher[FailoverStrategy]):
         self._halted = False
         self._stopping = False
         super().__init__(services, strategy_type=FailoverStrategy)
+        self._seen_ids = RecentIds()  # type: ignore[assignment]  # never pruned upstream
         self.strategy.group = self
         self.tracker = tracker
         self._lock = asyncio.Lock()

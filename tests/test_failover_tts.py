@@ -169,3 +169,19 @@ async def test_a_greeting_outside_an_llm_turn_is_recorded_once_as_a_bot_turn(tmp
     assert [m.get("content") for m in messages if isinstance(m, dict)].count(GREETING) == 1
     assert [(t.role, t.text) for t in run.session.recorder.turns] == [("bot", GREETING)]
     assert backup.requests == ([GREETING] if fault else [])
+
+
+async def test_a_group_remembers_only_recent_frame_ids(tmp_path):
+    """Pipecat's ParallelPipeline keeps every passed frame's id forever; a group keeps 4096."""
+    *_, group = chain()
+    [switcher] = group
+    run = await run_session(
+        tmp_path, [user_says("Co mám udělat?"), 2.5], llm=ScriptedLLM(REPLY), tts=group
+    )
+    assert run.watch.sentences == SENTENCES
+    passed = len(switcher._seen_ids)
+    assert passed > 50  # the reply's audio chunks and text went through it
+    for frame_id in range(-10_000, 0):  # an hour's frames, in short
+        switcher._seen_ids.add(frame_id)
+    assert len(switcher._seen_ids) == 4096
+    assert -1 in switcher._seen_ids and -10_000 not in switcher._seen_ids
