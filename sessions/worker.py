@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -73,9 +74,11 @@ async def run_spare(kind: str = "local") -> int:
     A spare process makes spawning a session cost only the persona-specific rest (see
     :func:`pipelines.local.preload`). A ``cloud`` spare loads no local model: a cloud tier's
     local backups load only if a failover reaches them. A ``phone`` spare is a ``cloud`` one
-    without the WebRTC and Daily transports.
+    without the WebRTC and Daily transports; a ``cloud`` spare imports daily-python only when
+    ``DAILY_API_KEY`` is set.
     """
     from config.settings import get_settings
+    from transports.daily import DAILY_KEY_ENV
 
     channel = _Channel()
     if kind == "local":
@@ -84,14 +87,19 @@ async def run_spare(kind: str = "local") -> int:
         preload(get_settings())
     # Import what run() imports, so the session pays for none of it; a phone spare leaves
     # out the browser transports (aiortc, PyAV, daily-python: ~45 MB a call would carry).
+    # daily-python (~9 MB resident) only where Daily rooms can be made at all: the server
+    # refuses a Daily session when DAILY_API_KEY is unset, and the spare has its env.
     if kind != "phone":
-        import pipecat.transports.daily.transport  # noqa: F401  # daily-python, ~0.5 s
+        if os.environ.get(DAILY_KEY_ENV):
+            import pipecat.transports.daily.transport  # noqa: F401  # daily-python, ~0.5 s
         import pipecat.transports.smallwebrtc.request_handler  # noqa: F401
         import pipecat.transports.smallwebrtc.transport  # noqa: F401
     import pipecat.workers.runner  # noqa: F401
 
     import pipelines.session  # noqa: F401
-    import transports.phone  # noqa: F401
+
+    if kind != "cloud":  # calls start from phone spares, or local ones (uvicorn, ~2.6 MB)
+        import transports.phone  # noqa: F401
 
     channel.send({"event": "spare"})
     request = await channel.next()
@@ -191,6 +199,7 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
         @transport.event_handler("on_client_connected")
         async def _connected(_t: Any, _c: Any) -> None:
             await session.greet()
+            release_freed_heap()
 
         @session.worker.event_handler("on_idle_timeout")
         async def _idle(_w: Any) -> None:
@@ -286,6 +295,27 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     if phone is not None:
         await phone.close()
     return 0
+
+
+def release_freed_heap() -> int:
+    """Hand the heap memory that building the session freed back to the OS; 1 if any was.
+
+    Building the pipeline (ONNX Runtime's Silero session above all: its graph optimizer's
+    temporaries) leaves ~5 MB of freed chunks in glibc's heap, resident until reused.
+    ``malloc_trim(0)`` (glibc) releases them; called once, as the session starts. Returns 0
+    where there is no glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return 0
+    try:
+        libc = ctypes.CDLL(name)
+        return int(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return 0
 
 
 def _webrtc_handler() -> Any:

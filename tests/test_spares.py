@@ -82,3 +82,34 @@ async def test_cloud_spares_load_no_local_model_and_phone_ones_no_webrtc(
     finally:
         await sup.shutdown()
         await store.close()
+
+
+def maps_library(pid: int, name: str) -> bool:
+    """Whether process ``pid`` has a shared library whose file name starts with ``name``."""
+    return any(
+        Path(line.split()[-1]).name.startswith(name)
+        for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+        if "/" in line
+    )
+
+
+@pytest.mark.parametrize("daily_key", [None, "dk-test-key"])
+async def test_a_cloud_spare_loads_daily_python_only_when_daily_rooms_can_be_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, daily_key: str | None
+) -> None:
+    if daily_key is None:
+        monkeypatch.delenv("DAILY_API_KEY", raising=False)
+    else:
+        monkeypatch.setenv("DAILY_API_KEY", daily_key)
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'vox.db'}")
+    sup = SessionSupervisor(store, max_sessions=1, log_dir=tmp_path / "logs", spares=("cloud",))
+    try:
+        sup.start_spare()
+        await sup.wait_spares()
+        pid = sup.spare_pids()["cloud"]
+        # daily-python's native module (~9 MB resident); aiortc's SRTP binding is always there.
+        assert maps_library(pid, "daily.abi3") is (daily_key is not None)
+        assert maps_library(pid, "_binding.abi3")
+    finally:
+        await sup.shutdown()
+        await store.close()
