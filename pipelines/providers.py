@@ -17,6 +17,10 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
+# httpx (the OpenAI and Anthropic SDKs' client) imports anyio's asyncio backend on its first
+# request: ~40-100 ms of CPU in the middle of the session's first reply. Import it with the
+# builders instead, which a warm spare process does before any session.
+import anyio._backends._asyncio  # noqa: F401
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transcriptions.language import Language
 

@@ -97,6 +97,7 @@ async def run_spare(kind: str = "local") -> int:
     import pipecat.workers.runner  # noqa: F401
 
     import pipelines.session  # noqa: F401
+    import pipelines.tiers  # noqa: F401  # and the provider builders (pipelines.providers)
 
     if kind != "cloud":  # calls start from phone spares, or local ones (uvicorn, ~2.6 MB)
         import transports.phone  # noqa: F401
