@@ -24,8 +24,13 @@ issue's (``FailoverPolicy()``); the cut check's rate is raised to fit the fakes'
 Runs alternate baseline and fault kinds to cancel drift. Printed: median and p95 (ms) per
 kind, the baseline, and the extra cost (median switch − median baseline).
 
-Run from the repository root: ``python -m bench.failover [--runs 10] [--hang-runs 2]``
-(about 2.5 minutes with the defaults).
+With ``--deferred`` the backup stands behind a :class:`processors.failover_deferred.
+DeferredService`, as in a tier's chains: the switch then includes building the nested
+pipeline and starting the backup (the fakes import nothing; a real backup's imports run in a
+worker thread on top, once per session).
+
+Run from the repository root: ``python -m bench.failover [--runs 10] [--hang-runs 2]
+[--deferred]`` (about 2.5 minutes with the defaults).
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
 from processors.failover import FailoverPolicy, failover_llm, failover_tts
+from processors.failover_deferred import deferred
 from services.text_only_tts import TextOnlyTTSService
 from tests.failover_fakes import Fault, ScriptedLLM, ScriptedTTS
 from tests.failover_rig import REPLY, SENTENCES
@@ -102,12 +108,18 @@ async def _run(processors: list[FrameProcessor], frames: list[Frame], wait: floa
     await driver
 
 
-async def tts_run(fault: Fault | None, chunk_delay: float) -> float:
+def _backup(role: str, service: FrameProcessor, defer: bool) -> FrameProcessor:
+    """The backup as given, or behind a stand-in that builds (returns) it on first use."""
+    return deferred(role, lambda: service, modules=(), provider="b") if defer else service
+
+
+async def tts_run(fault: Fault | None, chunk_delay: float, defer: bool = False) -> float:
     """Seconds: fault → first backup audio, or (no fault) request of sentence 2 → its audio."""
     # Pipecat's default context timeout (3 s): an HTTP TTS that hangs is noticed by then.
     primary = ScriptedTTS(1, chunk_delay=chunk_delay, stop_frame_timeout_s=3.0)
     backup = ScriptedTTS(2, chunk_delay=chunk_delay, stop_frame_timeout_s=3.0)
-    group = failover_tts([("a", primary), ("b", backup), ("text", TextOnlyTTSService())], POLICY)
+    chain = [("a", primary), ("b", _backup("tts", backup, defer)), ("text", TextOnlyTTSService())]
+    group = failover_tts(chain, POLICY)
     sink = Sink()
     if fault is not None:
         primary.inject(fault, after=2, skip=1)
@@ -124,10 +136,10 @@ async def tts_run(fault: Fault | None, chunk_delay: float) -> float:
     return next(t for t, m in sink.audio if m == 2) - primary.struck_at
 
 
-async def llm_run(fault: Fault | None, token_delay: float) -> float:
+async def llm_run(fault: Fault | None, token_delay: float, defer: bool = False) -> float:
     """Seconds: fault → first backup token, or (no fault) request → first token."""
     primary, backup = ScriptedLLM(REPLY, token_delay), ScriptedLLM(REPLY, token_delay)
-    group = failover_llm([("a", primary), ("b", backup)], POLICY)
+    group = failover_llm([("a", primary), ("b", _backup("llm", backup, defer))], POLICY)
     sink = Sink()
     if fault is not None:
         primary.inject(fault, after=CUT_AT)
@@ -159,9 +171,9 @@ async def main(args: argparse.Namespace) -> dict:
                 if fault is Fault.HANG and i >= args.hang_runs:
                     continue
                 if role == "tts":
-                    seconds = await tts_run(fault, args.chunk_delay)
+                    seconds = await tts_run(fault, args.chunk_delay, args.deferred)
                 else:
-                    seconds = await llm_run(fault, args.token_delay)
+                    seconds = await llm_run(fault, args.token_delay, args.deferred)
                 runs[role].setdefault(fault.value if fault else "baseline", []).append(seconds)
     result: dict = {"policy": POLICY.__dict__, "args": vars(args), "roles": {}}
     for role, by_kind in runs.items():
@@ -183,6 +195,11 @@ if __name__ == "__main__":
     parser.add_argument("--hang-runs", type=int, default=2, help="runs of the 5 s hang")
     parser.add_argument("--chunk-delay", type=float, default=0.02, help="TTS fake, s/chunk")
     parser.add_argument("--token-delay", type=float, default=0.01, help="LLM fake, s/token")
+    parser.add_argument(
+        "--deferred",
+        action="store_true",
+        help="the backup is built on first use (DeferredService), as in a tier's chains",
+    )
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args()
     logger.remove()
