@@ -19,6 +19,7 @@ from pipecat.frames.frames import (
     InputAudioRawFrame,
     LLMContextFrame,
     LLMTextFrame,
+    STTMetadataFrame,
     TranscriptionFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
@@ -35,6 +36,7 @@ from pipecat.services.openai.stt import OpenAISTTService
 from pipecat.tests.utils import SleepFrame, run_test
 
 from processors.failover import failover_llm, failover_stt
+from processors.failover_deferred import deferred
 from processors.failover_llm import CONTINUE_PROMPT
 from tests.failover_rig import POLICY, REPLY, message_text, reply
 from tests.providers import ws_faults
@@ -143,21 +145,34 @@ STT_FAULTS = {
 SPEECH_MS = 1200
 
 
-@pytest.mark.parametrize("fault", list(STT_FAULTS))
+@pytest.mark.parametrize(
+    ("fault", "deferred_backup"),
+    [(fault, False) for fault in STT_FAULTS] + [(Fault.DISCONNECT, True), (Fault.HANG, True)],
+)
 async def test_deepgram_fault_and_openai_transcribes_the_whole_utterance(
-    fault, fast_deepgram_reconnect
+    fault, deferred_backup, fast_deepgram_reconnect
 ):
+    """``deferred_backup``: OpenAI is built on first use, as a tier's chains build it."""
     async with DeepgramFake() as deepgram, OpenAIFake(retry_after_s=0.05) as openai:
         deepgram.hang_s = 5.0
         deepgram.inject("listen", fault, times=20 if fault is Fault.HTTP_429 else 1)
         settings = DeepgramSTTService.Settings(model="nova-3-general")
+
+        def backup() -> OpenAISTTService:
+            return OpenAISTTService(api_key="k", base_url=openai.base_url)
+
         group = failover_stt(
             [
                 (
                     "deepgram",
                     DeepgramSTTService(api_key="k", base_url=deepgram.base_url, settings=settings),
                 ),
-                ("openai", OpenAISTTService(api_key="k", base_url=openai.base_url)),
+                (
+                    "openai",
+                    deferred("stt", backup, modules=(), provider="openai")
+                    if deferred_backup
+                    else backup(),
+                ),
             ],
             POLICY,
         )
@@ -182,4 +197,9 @@ async def test_deepgram_fault_and_openai_transcribes_the_whole_utterance(
     [notice] = notices(down)
     assert (notice["role"], notice["from"], notice["to"]) == ("stt", "deepgram", "openai")
     assert notice["reason"] in STT_FAULTS[fault]
+    # The user turn logic learns the backup's latency once it takes over (Pipecat's switcher
+    # asks the new service for its metadata and lets only the active one's out).
+    [switcher] = group
+    metadata = [f for f in down if isinstance(f, STTMetadataFrame)]
+    assert metadata and metadata[-1].service_name == switcher.services[1].name
     assert switches == [("stt", "deepgram", "openai", notice["reason"])]
