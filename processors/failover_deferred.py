@@ -275,7 +275,11 @@ class DeferredLLMService(DeferredService):
         self._call("unregister_function", function_name)
 
     def _sync_registered_tool_handlers(self, tools: Any) -> None:
-        """Pipecat's ``LLMSwitcher`` hook: sync the advertised tools' handlers."""
+        """Pipecat's ``LLMSwitcher`` hook: sync the advertised tools' handlers.
+
+        Called with every ``LLMContextFrame``; before the build only the latest call is kept.
+        """
+        self._calls = [c for c in self._calls if c[0] != "_sync_registered_tool_handlers"]
         self._call("_sync_registered_tool_handlers", tools)
 
     async def run_inference(self, context: Any, **kwargs: Any) -> str | None:
