@@ -24,6 +24,9 @@ leave it in place, and the sentence that failed is not spoken again. Here a chai
 - **returns to the primary** after a cool-down (60 s), at a moment no work is in flight
   (circuit breaker; reason ``recovered``).
 
+A tier's backups are built only when a failover first reaches them (:mod:`processors.
+failover_deferred`); a group treats such a stand-in like any other service.
+
 The numbers live in :class:`FailoverPolicy`. Use the builders below in place of a single
 service in the pipeline; the TTS group expects sentences (put the ``LLMTextProcessor`` before
 it, as ``pipelines.session`` does).
