@@ -14,14 +14,15 @@ WORKDIR /app
 COPY pyproject.toml README.md cli.py server.py alembic.ini ./
 COPY api ./api
 COPY config ./config
-COPY models ./models
+COPY contracts ./contracts
 COPY observers ./observers
 COPY pipelines ./pipelines
 COPY processors ./processors
+COPY runtime ./runtime
 COPY services ./services
-COPY sessions ./sessions
 COPY store ./store
 COPY transports ./transports
+COPY weights ./weights
 COPY web ./web
 
 # Portable CPU build (no -march=native): AVX2/FMA/F16C cover x86-64 servers of the last decade.

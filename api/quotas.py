@@ -1,4 +1,4 @@
-"""Tier quotas checked when a session is created (seed 003 §9.4: "hard limits, server-side").
+"""Tier quotas checked when a session is created: hard limits, enforced on the server.
 
 Sessions per month and TTS characters per month are checked here, before anything starts;
 the exchanges-per-session limit and the TTS characters left are handed to the session

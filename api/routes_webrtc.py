@@ -16,7 +16,7 @@ from api.deps import AppContext, Ctx, SessionByToken
 from api.errors import ApiError, error_responses
 from api.runtime import Supervisor
 from api.schemas import IceAccepted, IcePatch, SdpAnswer, SdpOffer
-from sessions.protocol import SessionNotRunningError, SessionRequestError
+from runtime.protocol import SessionNotRunningError, SessionRequestError
 from store import SessionInfo
 
 router = APIRouter(tags=["webrtc"], responses=error_responses(500))

@@ -269,7 +269,7 @@ class PersonaOut(BaseModel):
 
 
 class TierQuotas(BaseModel):
-    """A tier's limits per learner (``null`` = unlimited; seed 003 §9.4)."""
+    """A tier's limits per learner (``null`` = unlimited; set per tier in ``config/tiers.yaml``)."""
 
     sessions_per_month: int | None
     exchanges_per_session: int | None

@@ -12,7 +12,7 @@ RSS per session process, CPU per session-second (without and with the turn servi
 and the largest N without underruns beyond the N=1 baseline, per core. Every result (with
 the moment of each underrun) goes to ``--json`` (default ``bench/results/capacity.json``).
 
-Targets (issue 3): ≥ 15 sessions per core, ≤ 200 MB RSS per session process.
+The project's targets: ≥ 15 sessions per core, ≤ 200 MB RSS per session process.
 
 Usage: ``python -m bench.capacity [--levels 1,4,8,12,16] [--turns 3] [--stack dpe|openai]
 [--variants voxtutor,pipecat] [--stagger 12] [--server-cores K]`` (``pipecat``: the baseline
@@ -37,7 +37,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+from testkit.audio import LIBRIVOX
+
 CLIP = LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0880.wav"
 STAGGER_S = 12.0
 """Default spread (s) of the conversations' starts; sessions do not all start at once."""

@@ -1,7 +1,7 @@
 """Switch cost of provider failover: fault → first output of the backup, vs a no-fault baseline.
 
-Each run builds a fresh failover group (``processors.failover``) over in-process fakes
-(``tests/failover_fakes.py``) under ``PipelineWorker``, feeds it one 3-sentence reply and
+Each run builds a fresh failover group (``processors.failover.groups``) over in-process fakes
+(``testkit/failover_fakes.py``) under ``PipelineWorker``, feeds it one 3-sentence reply and
 records when frames leave the group (a non-real-time sink, so playback is not measured).
 
 - **TTS** (primary → backup → text-only; fakes speak 8 ms per character in 20 ms chunks with
@@ -14,17 +14,17 @@ records when frames leave the group (a non-real-time sink, so playback is not me
   8th token. Switch cost = first token of the backup leaving the group − the fault;
   baseline = first token − the request, without a fault.
 
-Fault kinds: ``server_error`` (an ``ErrorFrame``, as a 5xx after the SDK's retries),
+ServiceFault kinds: ``server_error`` (an ``ErrorFrame``, as a 5xx after the SDK's retries),
 ``disconnect`` (an exception), ``malformed`` (an uncategorized "Expecting value" error),
 ``cut`` (TTS only: the audio just stops, detected when the sentence's context ends short) and
 ``hang`` (no answer; slow to notice, so ``--hang-runs`` runs only): the LLM's is caught by the
 5 s TTFB watchdog, the HTTP-style TTS's when Pipecat closes the silent audio context after its
-``stop_frame_timeout_s`` (default 3 s, which the fakes keep here). The policy is the
-issue's (``FailoverPolicy()``); the cut check's rate is raised to fit the fakes' fast speech.
+``stop_frame_timeout_s`` (default 3 s, which the fakes keep here). The policy is the default
+one (``FailoverPolicy()``); the cut check's rate is raised to fit the fakes' fast speech.
 Runs alternate baseline and fault kinds to cancel drift. Printed: median and p95 (ms) per
 kind, the baseline, and the extra cost (median switch − median baseline).
 
-With ``--deferred`` the backup stands behind a :class:`processors.failover_deferred.
+With ``--deferred`` the backup stands behind a :class:`processors.failover.deferred.
 DeferredService`, as in a tier's chains: the switch then includes building the nested
 pipeline and starting the backup (the fakes import nothing; a real backup's imports run in a
 worker thread on top, once per session).
@@ -61,11 +61,11 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
-from processors.failover import FailoverPolicy, failover_llm, failover_tts
-from processors.failover_deferred import deferred
+from processors.failover.deferred import deferred
+from processors.failover.groups import FailoverPolicy, failover_llm, failover_tts
 from services.text_only_tts import TextOnlyTTSService
-from tests.failover_fakes import Fault, ScriptedLLM, ScriptedTTS
-from tests.failover_rig import REPLY, SENTENCES
+from testkit.failover_fakes import ScriptedLLM, ScriptedTTS, ServiceFault
+from testkit.failover_rig import REPLY, SENTENCES
 
 POLICY = replace(FailoverPolicy(), max_chars_per_audio_s=250.0)
 RESULTS = Path(__file__).parent / "results" / "failover.json"
@@ -113,7 +113,7 @@ def _backup(role: str, service: FrameProcessor, defer: bool) -> FrameProcessor:
     return deferred(role, lambda: service, modules=(), provider="b") if defer else service
 
 
-async def tts_run(fault: Fault | None, chunk_delay: float, defer: bool = False) -> float:
+async def tts_run(fault: ServiceFault | None, chunk_delay: float, defer: bool = False) -> float:
     """Seconds: fault → first backup audio, or (no fault) request of sentence 2 → its audio."""
     # Pipecat's default context timeout (3 s): an HTTP TTS that hangs is noticed by then.
     primary = ScriptedTTS(1, chunk_delay=chunk_delay, stop_frame_timeout_s=3.0)
@@ -128,7 +128,7 @@ async def tts_run(fault: Fault | None, chunk_delay: float, defer: bool = False) 
         *[AggregatedTextFrame(s, "sentence") for s in SENTENCES],
         LLMFullResponseEndFrame(),
     ]
-    await _run([*group, sink], frames, wait=7.0 if fault is Fault.HANG else 1.5)
+    await _run([*group, sink], frames, wait=7.0 if fault is ServiceFault.HANG else 1.5)
     if fault is None:  # sentence 2 is asked for once sentence 1 is done: its first chunk
         asked = primary.request_at[1]
         return next(t for t, _ in sink.audio if t > asked) - asked
@@ -136,7 +136,7 @@ async def tts_run(fault: Fault | None, chunk_delay: float, defer: bool = False) 
     return next(t for t, m in sink.audio if m == 2) - primary.struck_at
 
 
-async def llm_run(fault: Fault | None, token_delay: float, defer: bool = False) -> float:
+async def llm_run(fault: ServiceFault | None, token_delay: float, defer: bool = False) -> float:
     """Seconds: fault → first backup token, or (no fault) request → first token."""
     primary, backup = ScriptedLLM(REPLY, token_delay), ScriptedLLM(REPLY, token_delay)
     group = failover_llm([("a", primary), ("b", _backup("llm", backup, defer))], POLICY)
@@ -144,7 +144,9 @@ async def llm_run(fault: Fault | None, token_delay: float, defer: bool = False) 
     if fault is not None:
         primary.inject(fault, after=CUT_AT)
     context = LLMContext(messages=[{"role": "user", "content": "What first?"}])
-    await _run([*group, sink], [LLMContextFrame(context)], wait=7.0 if fault is Fault.HANG else 1.0)
+    await _run(
+        [*group, sink], [LLMContextFrame(context)], wait=7.0 if fault is ServiceFault.HANG else 1.0
+    )
     if fault is None:
         return sink.tokens[0] - primary.request_at[0]
     # Tokens 0-6 came from the primary; token 7 is the backup's first (it continues the reply).
@@ -161,14 +163,25 @@ def summary(samples: list[float]) -> dict[str, float]:
 
 async def main(args: argparse.Namespace) -> dict:
     kinds = {
-        "tts": [Fault.SERVER, Fault.DISCONNECT, Fault.GARBAGE, Fault.CUT, Fault.HANG],
-        "llm": [Fault.SERVER, Fault.DISCONNECT, Fault.GARBAGE, Fault.HANG],
+        "tts": [
+            ServiceFault.SERVER,
+            ServiceFault.DISCONNECT,
+            ServiceFault.GARBAGE,
+            ServiceFault.CUT,
+            ServiceFault.HANG,
+        ],
+        "llm": [
+            ServiceFault.SERVER,
+            ServiceFault.DISCONNECT,
+            ServiceFault.GARBAGE,
+            ServiceFault.HANG,
+        ],
     }
     runs: dict[str, dict[str, list[float]]] = {role: {} for role in kinds}
     for i in range(args.runs):
         for role, faults in kinds.items():
             for fault in [None, *faults]:
-                if fault is Fault.HANG and i >= args.hang_runs:
+                if fault is ServiceFault.HANG and i >= args.hang_runs:
                     continue
                 if role == "tts":
                     seconds = await tts_run(fault, args.chunk_delay, args.deferred)

@@ -1,7 +1,7 @@
 """Host the loopback provider fakes in one process for a benchmark (the "network").
 
 ``python -m bench.fake_providers '<reply text>'`` starts the OpenAI, Anthropic, Deepgram and
-Cartesia fakes (``tests/providers/``), prints one JSON line with the settings that point
+Cartesia fakes (``testkit/providers/``), prints one JSON line with the settings that point
 voxtutor at them (``openai_base_url``, ``anthropic_base_url``, ``deepgram_base_url``,
 ``cartesia_url``), and serves until its stdin closes.
 """
@@ -13,10 +13,10 @@ import json
 import sys
 from contextlib import AsyncExitStack
 
-from tests.providers.anthropic_fake import AnthropicFake
-from tests.providers.cartesia_fake import CartesiaFake
-from tests.providers.deepgram_fake import DeepgramFake
-from tests.providers.openai_fake import OpenAIFake
+from testkit.providers.anthropic_fake import AnthropicFake
+from testkit.providers.cartesia_fake import CartesiaFake
+from testkit.providers.deepgram_fake import DeepgramFake
+from testkit.providers.openai_fake import OpenAIFake
 
 TRANSCRIPT = "What do I need for a night flight?"
 

@@ -83,7 +83,7 @@ from rich.table import Table
 from config.personas import load_persona
 from config.settings import Settings
 from pipelines.session import build_session
-from tests.fakes import FakeLLM, FakeTTS, ScriptedTransport
+from testkit.fakes import FakeLLM, FakeTTS, ScriptedTransport
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_RATIO = 1.05

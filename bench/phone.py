@@ -4,7 +4,7 @@ Starts the loopback provider fakes in a process of their own (``bench.capacity.s
 then for each level N starts N call session processes (``bench/phone_session.py``: the
 production pipeline on the Twilio media-stream transport of ``transports/phone.py``, the real
 Pipecat Deepgram, Anthropic and Cartesia services, no local model) and, once all serve,
-N callers. Each caller (``tests.phone_support.CarrierCall``) speaks Twilio's
+N callers. Each caller (``testkit.phone_support.CarrierCall``) speaks Twilio's
 media-stream protocol to its session's loopback socket: ``connected``, ``start``, then one
 20 ms μ-law ``media`` message every 20 ms of wall-clock time. It waits for the greeting, says a
 LibriVox recording (resampled to 8 kHz, μ-law) ``--turns`` times, each after the bot's reply
@@ -24,7 +24,7 @@ and PSS per call process, CPU share per call process, the harness's CPU (fakes a
 and the whole machine's; then the largest N without more underruns than N=1, per core.
 ``clears`` counts the ``clear`` messages the callers got: Pipecat interrupts at the start of
 every user turn, so one per learner turn is normal; more means the bot was cut off.
-Targets (issue 5): ≥ 15 calls per core, ≤ 200 MB per call.
+The project's targets: ≥ 15 calls per core, ≤ 200 MB per call.
 
 Writes every number to ``--json`` (default ``bench/results/phone.json``), with each underrun
 as ``[utterance (0 = greeting), s into it, ms late]``.
@@ -61,7 +61,7 @@ from bench.capacity import (
     proc_cpu_s,
 )
 from bench.capacity_session import GAP_S, LATE_MS
-from tests.phone_support import FRAME, RATE, CarrierCall, speech_onset, ulaw_encode
+from testkit.phone_support import FRAME, RATE, CarrierCall, speech_onset, ulaw_encode
 from transports.file import load_learner_audio
 
 QUIET_S = 1.0
@@ -121,7 +121,7 @@ class Caller:
     """One caller's script and what it heard.
 
     Attributes:
-        call: The media stream (``tests.phone_support.CarrierCall``).
+        call: The media stream (``testkit.phone_support.CarrierCall``).
         v2v_ms: Per learner turn: end of the caller's speech → first bot audio after it.
         answered: Learner turns the bot answered within ``REPLY_TIMEOUT_S``.
         error: Why the script stopped early, if it did.

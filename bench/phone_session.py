@@ -4,8 +4,8 @@ Run by ``bench/phone.py`` (one process per call, as the server runs them):
 ``python -m bench.phone_session '<json>'``. The JSON gives the provider endpoints of the fakes
 (``bench/fake_providers.py``), the stack (``bench.capacity_session.STACKS``) and a timeout.
 
-The process does what ``sessions.worker`` does for a ``twilio`` session: it serves the call's
-loopback websocket (:func:`transports.phone.start_phone_endpoint`: Pipecat's
+The process does what ``runtime.session_process`` does for a ``twilio`` session: it serves the
+call's loopback websocket (:func:`transports.phone.start_phone_endpoint`: Pipecat's
 ``FastAPIWebsocketTransport`` with ``TwilioFrameSerializer``, 8 kHz μ-law on the wire), builds
 the production pipeline (``pipelines.session.build_session`` with the phone turn strategies)
 when the stream's ``start`` arrives, greets the caller once connected and ends when the
@@ -39,7 +39,8 @@ from pipecat.workers.runner import WorkerRunner
 from bench.capacity_session import STACKS, bench_settings
 from config.personas import load_persona
 from pipelines.providers import build_link
-from pipelines.session import Session, build_session
+from pipelines.session import SessionPipeline, build_session
+from pipelines.turn_taking import phone_turn_strategies
 from transports.phone import start_phone_endpoint
 
 
@@ -97,14 +98,15 @@ async def run(cfg: dict[str, Any], ready: Any = print) -> dict[str, Any]:
         await runner.add_workers(session.worker)
         built.set()
 
-    endpoint = await start_phone_endpoint("twilio", persona, settings, on_connection)
+    strategies = phone_turn_strategies(persona, settings)
+    endpoint = await start_phone_endpoint("twilio", strategies, settings, on_connection)
     ready(json.dumps({"event": "ready", "phone_url": endpoint.url}))
     try:
         await asyncio.wait_for(built.wait(), timeout_s)
         await asyncio.wait_for(runner.run(), timeout_s)
     finally:
         await endpoint.close()
-    session: Session = box["session"]
+    session: SessionPipeline = box["session"]
     t0, cpu0 = box.get("started", (time.monotonic(), _cpu_s()))
     latencies = [t.latency_ms for t in session.recorder.turns if t.role == "bot" and t.latency_ms]
     return {

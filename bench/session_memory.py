@@ -1,4 +1,4 @@
-"""Memory of real server session processes: ``sessions.worker`` on a cloud tier over WebRTC.
+"""Memory of real server session processes: ``runtime.session_process`` on a cloud tier over WebRTC.
 
 ``bench.capacity`` and ``bench.phone`` measure the pipeline behind a file transport or the
 phone socket. This measures what ``voxtutor serve`` runs for a browser: the session starts
@@ -15,7 +15,7 @@ socket directly (the server's relay is left out).
 Usage: ``python -m bench.session_memory [--tier dpe_live] [--turns 3] [--transport webrtc|
 twilio]``. Takes about 1 min.
 Prints the idle cloud spare's RSS, the session's RSS when ready, its peak and last sampled
-RSS, its PSS at the end, and the turns stored. Target (issue 3): ≤ 200 MB per session.
+RSS, its PSS at the end, and the turns stored. The project's target: ≤ 200 MB per session.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import numpy as np
 from rich.console import Console
 
 from bench.capacity import CLIP, memory_mb, start_fakes
-from sessions.protocol import SessionSpec
-from sessions.supervisor import SessionSupervisor
+from contracts.session_spec import SessionSpec
+from runtime.supervisor import SessionSupervisor
 from store import Store
 from transports.file import load_learner_audio
 
@@ -48,10 +48,10 @@ SETTING_OF_FAKE = {
 async def run(tier: str, turns: int, transport: str, console: Console) -> None:
     """Start one session as the server does and report its memory (see the module doc)."""
     from bench.phone import Caller, Speech
+    from runtime.supervisor import spare_kind
     from services.turn_service import TurnService
-    from sessions.supervisor import spare_kind
-    from tests.phone_support import CarrierCall
-    from tests.test_session_processes import SpeechTrack, connect
+    from testkit.phone_support import CarrierCall
+    from testkit.webrtc_peer import SpeechTrack, connect
 
     fakes, urls = await start_fakes()
     for key, var in SETTING_OF_FAKE.items():

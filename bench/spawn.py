@@ -5,7 +5,7 @@ supervisor with a warm spare process) in-process, creates N sessions one after a
 through ``POST /api/v1/sessions`` and times each call (it returns once the session's process
 is ready for the browser's offer), ending each session before the next. As a baseline in
 the same run, it times N spawns by a supervisor without a spare process (a cold Python
-process per session). Target (issue 3): median ≤ 1.5 s with a warm server.
+process per session). The project's target: median ≤ 1.5 s with a warm server.
 
 Usage: ``python -m bench.spawn [--sessions N] [--persona ID]``
 """
@@ -24,9 +24,9 @@ from rich.console import Console
 from rich.table import Table
 
 from config.settings import Settings
+from contracts.session_spec import SessionSpec
+from runtime.supervisor import SessionSupervisor
 from server import create_app
-from sessions.protocol import SessionSpec
-from sessions.supervisor import SessionSupervisor
 from store import Store
 
 

@@ -14,7 +14,7 @@ Prints, with rich, median and p95 of
   includes the VAD stop wait), LLM (request → first token), TTS (first sentence → first
   audio);
 
-plus how many turns got an answer, next to the issue's target (median ≤ 1.5 s on 2 cores,
+plus how many turns got an answer, next to the project's target (median ≤ 1.5 s on 2 cores,
 stretch 1.2 s; printed, not asserted). ``--breakdown`` adds one row per turn splitting the
 latency into VAD stop wait, Whisper decoding, LLM TTFB, TTS TTFB and the rest (turn
 detection, waiting for the LLM to finish the first sentence, frame hops).
@@ -48,10 +48,10 @@ from rich.table import Table
 
 import pipelines.file_session as file_session
 from config.settings import Settings
-from observers.turn_recorder import TurnRecord
+from contracts.turns import TurnRecord
 from pipelines.file_session import run_file_session
+from testkit.audio import LIBRIVOX, librivox_clips
 
-LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_MS = 1500
 STRETCH_MS = 1200
@@ -60,16 +60,7 @@ STAGES = ("stt", "llm", "tts")
 
 def load_clips(directory: Path = LIBRIVOX) -> list[tuple[Path, str]]:
     """Return ``(wav, transcript)`` for each clip listed in ``directory/transcription``."""
-    clips = []
-    for line in (directory / "transcription").read_text().splitlines():
-        if "(" not in line:
-            continue
-        text, _, file_id = line.rpartition("(")
-        words = text.replace("<s>", "").replace("</s>", "").split()
-        wav = directory / f"{file_id.strip(' )')}.wav"
-        if wav.is_file():
-            clips.append((wav, " ".join(words)))
-    return clips
+    return librivox_clips(directory)
 
 
 def median_p95(values: list[float]) -> tuple[float | None, float | None]:

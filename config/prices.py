@@ -7,9 +7,9 @@ row's metric. Money is :class:`~decimal.Decimal` throughout: token and character
 integers, audio seconds are taken to the microsecond, and a cost is exact until it is shown
 (:func:`usd`, 6 decimals). A row no entry prices is *unpriced*: its cost is ``None``, never 0.
 
-Each price keeps its ``source`` (a URL or "seed 003 §8") and the ``as_of`` date of that source;
-``estimate`` marks figures derived rather than published (e.g. OpenAI's per-minute estimate for
-token-billed transcription).
+Each price keeps its ``source`` (the provider's pricing page or another public URL) and the
+``as_of`` date of that source; ``estimate`` marks figures derived rather than published (e.g.
+OpenAI's per-minute estimate for token-billed transcription).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class PriceEntry(BaseModel):
         models: Model globs (``aura-2*``), matched case-insensitively.
         per: The unit every price of the entry is quoted per (a key of :data:`UNITS`).
         usd: Price in USD per ``per``, by metric (keys of :data:`METRICS` of this service).
-        source: Where the figures come from (URL, or "seed 003 §8").
+        source: Where the figures come from (a public URL, e.g. the provider's pricing page).
         as_of: Date of that source.
         estimate: The figure is derived, not a published price of this unit.
         note: Caveats (plan-dependent rates, tiers not modelled).

@@ -14,7 +14,7 @@ Where the numbers come from (Pipecat 1.14):
   any trailing audio. So every STT service reports; none is metered here.
 - **TTS characters**: ``TTSUsageMetricsData`` carries ``len(text)`` of each request, but the
   websocket ``DeepgramTTSService`` never reports it (only ``DeepgramHttpTTSService`` does;
-  ``tests/test_fakes_deepgram_cartesia.py`` shows it). For the classes in
+  ``tests/services/test_fakes_deepgram_cartesia.py`` shows it). For the classes in
   :data:`SELF_METERED_TTS` the meter counts the text of each ``on_tts_request`` event instead:
   the exact text sent to the provider (transforms applied, trailing space included), which is
   what the reporting services count too.
@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from loguru import logger
 from pipecat.observers.base_observer import FramePushed, ProcessorSetUp
@@ -47,11 +47,8 @@ from pipecat.observers.service_metrics_observer import (
 )
 from pipecat.processors.frame_processor import FrameProcessor
 
-from processors.failover_deferred import DeferredService
-
-if TYPE_CHECKING:
-    from sessions.store_relay import StoreRelay
-    from store import Store
+from contracts.writer import SessionWriter
+from processors.failover.deferred import DeferredService
 
 SELF_METERED_TTS = frozenset({"pipecat.services.deepgram.tts.DeepgramTTSService"})
 """TTS classes that report no character usage in Pipecat 1.14; counted from ``on_tts_request``."""
@@ -299,7 +296,7 @@ class UsageMeterObserver(ServiceMetricsObserver):
 
 
 def usage_observer(
-    store: Store | StoreRelay, session_id: str, services: Any = None
+    store: SessionWriter, session_id: str, services: Any = None
 ) -> UsageMeterObserver:
     """The usage meter of one session, writing each row to ``store`` as it is reported.
 

@@ -27,13 +27,13 @@ from pipecat.workers.runner import WorkerRunner
 from config.personas import Persona, load_persona
 from config.settings import Settings
 from config.tiers import Tier, TierError, get_tier
-from models.registry import PIPER_MODEL, WHISPER_MODEL
-from observers.turn_recorder import TurnRecord
+from contracts.turns import TurnRecord
 from pipelines.local import local_llm
 from pipelines.session import build_session
 from pipelines.tiers import build_tier_services
 from services.llama_server import warm_up
 from transports.file import FileTransport, FileTransportParams, load_learner_audio
+from weights.registry import PIPER_MODEL, WHISPER_MODEL
 
 TRANSCRIPT_SCHEMA_VERSION = 1
 OUTPUT_SAMPLE_RATE = 24000
@@ -123,7 +123,7 @@ async def run_file_session(
         config.tiers.TierError: unknown tier or a missing provider key.
         config.personas.PersonaError: unknown or invalid persona.
         transports.file.AudioFileError: a recording is unusable.
-        models.registry.ModelNotInstalledError: a model is not installed.
+        weights.registry.ModelNotInstalledError: a model is not installed.
         services.llama_server.LLMServerError: the local LLM server failed to start.
     """
     persona: Persona = load_persona(persona_id)

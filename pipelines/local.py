@@ -1,8 +1,10 @@
-"""Services of the ``local`` tier: faster-whisper base, llama.cpp, Piper / espeak-ng.
+"""The ``local`` provider's services: faster-whisper base, llama.cpp, Piper / espeak-ng.
 
-Everything loads from models assembled by ``voxtutor models install``; nothing is downloaded.
-English speaks with Piper ``en_US-joe-medium``; German and Czech, for which no packaged neural
-voice exists, speak with Debian's espeak-ng.
+:mod:`pipelines.providers` builds every link of a tier, ``local`` ones through the helpers
+here; :func:`preload` loads them ahead of a session and :func:`local_llm` runs the shared
+llama.cpp server. Everything loads from models assembled by ``voxtutor models install``;
+nothing is downloaded. English speaks with Piper ``en_US-joe-medium``; German and Czech, for
+which no packaged neural voice exists, speak with Debian's espeak-ng.
 """
 
 from __future__ import annotations
@@ -16,17 +18,15 @@ from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 from pipecat.services.whisper.stt import WhisperSTTService
-from pipecat.transcriptions.language import Language
 
 from config.personas import Persona
 from config.settings import Settings
-from models.registry import PIPER_MODEL, WHISPER_MODEL, model_path
+from pipelines.providers import PIPECAT_LANGUAGE
 from services.espeak_tts import EspeakTTSService
 from services.llama_server import MODEL_ALIAS, LlamaServer
 from services.piper_tts import LocalPiperTTSService
 from services.whisper_stt import LocalWhisperSTTService
-
-PIPECAT_LANGUAGE = {"en": Language.EN, "de": Language.DE, "cs": Language.CS}
+from weights.registry import PIPER_MODEL, WHISPER_MODEL, model_path
 
 
 @dataclass(frozen=True)
@@ -40,16 +40,7 @@ class _Language:
 _ENGLISH_PLACEHOLDER = _Language("en")
 
 
-@dataclass
-class LocalServices:
-    """The three services of one local-tier session."""
-
-    stt: STTService
-    llm: OpenAILLMService
-    tts: TTSService
-
-
-def build_stt(
+def whisper_stt(
     persona: Persona | _Language, home: Path | None = None, *, lazy: bool = False
 ) -> STTService:
     """Whisper base with the language pinned to the persona and greedy decoding.
@@ -57,7 +48,7 @@ def build_stt(
     ``lazy``: load the model on the first segment (a failover backup), not now.
 
     Raises:
-        models.registry.ModelNotInstalledError: Whisper base is not assembled.
+        weights.registry.ModelNotInstalledError: Whisper base is not assembled.
     """
     settings = WhisperSTTService.Settings(
         model=str(model_path(WHISPER_MODEL, home)),
@@ -67,7 +58,7 @@ def build_stt(
     return LocalWhisperSTTService(settings=settings, device="cpu", compute_type="int8", lazy=lazy)
 
 
-def build_llm(settings: Settings, base_url: str, system_instruction: str) -> OpenAILLMService:
+def llama_cpp_llm(settings: Settings, base_url: str, system_instruction: str) -> OpenAILLMService:
     """An OpenAI-compatible LLM client pointed at ``base_url`` (the local llama.cpp server).
 
     Args:
@@ -103,20 +94,22 @@ def preload(settings: Settings, piper_voice: str = "en_US-joe-medium") -> None:
     that spawning a session takes only the persona-specific rest.
 
     Raises:
-        models.registry.ModelNotInstalledError: a model is not installed.
+        weights.registry.ModelNotInstalledError: a model is not installed.
     """
-    build_stt(_ENGLISH_PLACEHOLDER, settings.home)
+    whisper_stt(_ENGLISH_PLACEHOLDER, settings.home)
     _PREBUILT_PIPER.setdefault(piper_voice, _piper(piper_voice, settings.home))
 
 
-def build_tts(persona: Persona, home: Path | None = None, *, lazy: bool = False) -> TTSService:
+def piper_or_espeak_tts(
+    persona: Persona, home: Path | None = None, *, lazy: bool = False
+) -> TTSService:
     """Piper for English personas, espeak-ng for German and Czech.
 
     ``lazy``: load the Piper voice on the first sentence (a failover backup), not now;
     espeak-ng loads nothing ahead of time either way.
 
     Raises:
-        models.registry.ModelNotInstalledError: the Piper voice is not installed.
+        weights.registry.ModelNotInstalledError: the Piper voice is not installed.
         RuntimeError: espeak-ng is missing (German/Czech).
     """
     if persona.language == "en":
@@ -126,33 +119,12 @@ def build_tts(persona: Persona, home: Path | None = None, *, lazy: bool = False)
     return EspeakTTSService(settings=EspeakTTSService.Settings(voice=persona.voice))
 
 
-def build_local_services(
-    persona: Persona, settings: Settings, llm_base_url: str, level: str | None = None
-) -> LocalServices:
-    """Assemble STT, LLM and TTS of the local tier for ``persona``.
-
-    Args:
-        persona: The tutor or examiner.
-        settings: Runtime settings (model home, reply cap).
-        llm_base_url: OpenAI-compatible server to use.
-        level: The learner's CEFR level; the persona default when ``None``.
-
-    Raises:
-        models.registry.ModelNotInstalledError: a model is missing (names the fix command).
-    """
-    return LocalServices(
-        stt=build_stt(persona, settings.home),
-        llm=build_llm(settings, llm_base_url, persona.render_system_prompt(level)),
-        tts=build_tts(persona, settings.home),
-    )
-
-
 @contextlib.asynccontextmanager
 async def local_llm(settings: Settings) -> AsyncIterator[str]:
     """Yield an OpenAI-compatible base URL: ``llm_base_url`` or a started llama.cpp server.
 
     Raises:
-        models.registry.ModelNotInstalledError: the GGUF is not installed.
+        weights.registry.ModelNotInstalledError: the GGUF is not installed.
         services.llama_server.LLMServerError: the server did not become ready.
     """
     if settings.llm_base_url:

@@ -1,4 +1,4 @@
-"""In-session quotas: the exchange limit and the month's TTS characters (seed 003 §9.4).
+"""In-session quotas: the exchange limit and the month's TTS characters (hard tier limits).
 
 :class:`SessionQuota` watches completed turns. At 80 % of a limit the learner gets one
 RTVI server message (``{"type": "quota-warning", ...}``); when the limit is reached the bot
@@ -16,7 +16,7 @@ from loguru import logger
 from pipecat.frames.frames import EndFrame, Frame, TTSSpeakFrame
 from pipecat.processors.frameworks.rtvi import RTVIServerMessageFrame
 
-from observers.turn_recorder import TurnRecord
+from contracts.turns import TurnRecord
 
 LIMIT_REACHED = {
     "en": "That was our last exchange for this session.",
@@ -26,7 +26,7 @@ LIMIT_REACHED = {
 """What the bot says when a quota ends the session, per persona language."""
 
 WARN_FRACTION = 0.8
-"""Share of a limit at which the learner is warned (the issue: "a warning at 80%")."""
+"""Share of a limit at which the learner is warned once (the project's rule: at 80 %)."""
 
 
 class SessionQuota:

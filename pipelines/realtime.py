@@ -6,8 +6,9 @@ OpenAI's server VAD: the service turns ``input_audio_buffer.speech_started/stopp
 proposed turn frames, which Pipecat's external turn strategies on the user aggregator
 resolve into learner turns and barge-ins (the ``realtime-openai`` example's pattern, with
 ``realtime_service_mode``: the learner's words reach the context from the service's input
-transcription when the reply starts). The session is the same :class:`~pipelines.session.
-Session` as the cascaded one; a dead provider connection ends it (``services.openai_realtime``).
+transcription when the reply starts). The session is the same
+:class:`~pipelines.session.SessionPipeline` as the cascaded one; a dead provider connection
+ends it (``services.openai_realtime``).
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from config.personas import Persona
 from config.settings import Settings
 from config.tiers import TierError, get_tier
-from observers.turn_recorder import TurnRecord
+from contracts.turns import TurnRecord
 from pipelines.providers import _key
-from pipelines.session import Session, build_worker
+from pipelines.session import SessionPipeline, build_worker
 from pipelines.tools import OnToolCall, ToolCall, register_tools, tools_schema
 from services.openai_realtime import DEFAULT_READY_TIMEOUT_S, RealtimeLLMService
 
@@ -52,7 +53,7 @@ REALTIME_SAMPLE_RATE = 24000
 """Hz; the Realtime API's PCM format both ways (other input rates are resampled by Pipecat)."""
 GOODBYE_TIMEOUT_S = 12.0
 """Longest wait for a farewell to be spoken before the session ends anyway, seconds (the
-server kills a session ``sessions.supervisor.END_GRACE_S`` = 20 s after asking it to end)."""
+server kills a session ``runtime.supervisor.END_GRACE_S`` = 20 s after asking it to end)."""
 
 
 class BotSpeech:
@@ -89,8 +90,8 @@ class BotSpeech:
 
 
 @dataclass
-class RealtimeSession(Session):
-    """A speech-to-speech session (the fields of :class:`Session`, plus these).
+class RealtimeSessionPipeline(SessionPipeline):
+    """A speech-to-speech session (the fields of :class:`SessionPipeline`, plus these).
 
     Attributes:
         llm: The realtime service.
@@ -178,7 +179,7 @@ def build_realtime_session(
     on_turn: Callable[[TurnRecord], Awaitable[None]] | None = None,
     on_tool_call: OnToolCall | None = None,
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
-) -> RealtimeSession:
+) -> RealtimeSessionPipeline:
     """Assemble one speech-to-speech session on the tier's realtime link.
 
     Args:
@@ -268,7 +269,7 @@ def build_realtime_session(
         # No failover for a speech-to-speech model: a dead connection ends the session.
         processor_unusable_policy=ProcessorUnusablePolicy.END,
     )
-    return RealtimeSession(
+    return RealtimeSessionPipeline(
         persona=persona,
         worker=worker,
         context=context,

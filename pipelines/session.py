@@ -32,15 +32,17 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from config.personas import Persona
 from config.settings import Settings
+from contracts.turns import TurnRecord
 from observers.dispatch import use_selective_dispatch
-from observers.turn_recorder import TurnRecord, TurnRecorderObserver
-from pipelines.turn_taking import InlineSileroVADAnalyzer, turn_strategies
+from observers.turn_recorder import TurnRecorderObserver
+from pipelines.turn_taking import turn_strategies
 from processors.sentence_aggregator import SentenceAggregator
+from services.silero_vad import InlineSileroVADAnalyzer
 
 
 @dataclass
-class Session:
-    """A built session: the worker to run and the parts tests and the CLI inspect.
+class SessionPipeline:
+    """One session's built pipeline: the Pipecat worker to run, and the parts to inspect.
 
     Attributes:
         persona: Who the bot is.
@@ -105,7 +107,7 @@ def build_session(
     user_turn_strategies: UserTurnStrategies | None = None,
     rtvi: bool = True,
     pipecat_defaults: bool = False,
-) -> Session:
+) -> SessionPipeline:
     """Assemble one tutoring session.
 
     Args:
@@ -113,7 +115,7 @@ def build_session(
         stt: Speech-to-text service (frames of 16-bit PCM in, ``TranscriptionFrame`` out), or
             the processors of a failover group standing in its place (``pipelines.tiers``).
         llm: LLM service reading the shared ``LLMContext``; it carries the persona's system
-            prompt as its system instruction (see :func:`pipelines.local.build_llm`); or a
+            prompt as its system instruction (see :func:`pipelines.local.llama_cpp_llm`); or a
             failover group.
         tts: Text-to-speech service; receives one sentence per ``AggregatedTextFrame``; or a
             failover group.
@@ -133,14 +135,14 @@ def build_session(
             processor every frame passes and an observer every push reaches.
         pipecat_defaults: Build the CPU baseline of ``bench/capacity.py``: what Pipecat
             does where voxtutor saves CPU. By default Silero VAD runs on the event loop
-            (:class:`~pipelines.turn_taking.InlineSileroVADAnalyzer`), not in a worker
+            (:class:`~services.silero_vad.InlineSileroVADAnalyzer`), not in a worker
             thread; the learner's audio frames stop after the user aggregator
             (:func:`input_audio_stop`; they go on anyway when ``recorders`` are given); and
             frame events reach only the observers that use them
             (:mod:`observers.dispatch`).
 
     Returns:
-        The built :class:`Session`; run ``session.worker`` with a ``WorkerRunner``.
+        The built :class:`SessionPipeline`; run ``session.worker`` with a ``WorkerRunner``.
     """
     context = LLMContext(messages=persona.initial_messages())  # type: ignore[arg-type]
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
@@ -178,7 +180,7 @@ def build_session(
         rtvi=rtvi,
         selective_dispatch=not pipecat_defaults,
     )
-    return Session(
+    return SessionPipeline(
         persona=persona,
         worker=worker,
         context=context,

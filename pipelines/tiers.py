@@ -3,7 +3,7 @@
 For each role the tier's chain (``config/tiers.yaml``) is narrowed to the links that can run
 now (key set, voice for the persona's language), each link becomes a real Pipecat service
 (:mod:`pipelines.providers`) and a chain of more than one becomes a failover group
-(:mod:`processors.failover`) that switches on any provider fault and replays what was lost.
+(:mod:`processors.failover.groups`) that switches on any provider fault and replays what was lost.
 Every link with a backup behind it is built without its SDK's own retries
 (:func:`pipelines.providers.build_link`), so the group's policy is the only retry layer.
 """
@@ -21,14 +21,14 @@ from config.personas import Persona
 from config.settings import Settings
 from config.tiers import Link, Tier, TierError, get_tier
 from pipelines.providers import Role, build_link
-from processors.failover import (
+from processors.failover.deferred import deferred
+from processors.failover.groups import (
     FailoverPolicy,
     OnSwitch,
     failover_llm,
     failover_stt,
     failover_tts,
 )
-from processors.failover_deferred import deferred
 
 __all__ = ["OnSwitch", "TierServices", "build_tier_services"]
 
@@ -59,7 +59,7 @@ _GROUPS: dict[str, Callable[..., list[FrameProcessor]]] = {
     "llm": failover_llm,
     "tts": failover_tts,
 }
-"""The failover group builder per role (:mod:`processors.failover`)."""
+"""The failover group builder per role (:mod:`processors.failover.groups`)."""
 
 
 @dataclass
@@ -98,7 +98,7 @@ def _chain(
 
     Raises:
         TierError: as :func:`pipelines.providers.build_link` (for a primary).
-        models.registry.ModelNotInstalledError: a local link's model is missing.
+        weights.registry.ModelNotInstalledError: a local link's model is missing.
     """
     built: list[tuple[str, FrameProcessor]] = []
     for i, link in enumerate(links):
@@ -129,11 +129,11 @@ def _check_local_model(role: Role, link: Link, persona: Persona, settings: Setti
     """Fail now, not at failover, if a deferred local backup's model is not installed.
 
     Raises:
-        models.registry.ModelNotInstalledError: Whisper base or the Piper voice is missing.
+        weights.registry.ModelNotInstalledError: Whisper base or the Piper voice is missing.
     """
     if link.provider != "local":
         return
-    from models.registry import PIPER_MODEL, WHISPER_MODEL, model_path
+    from weights.registry import PIPER_MODEL, WHISPER_MODEL, model_path
 
     if role == "stt":
         model_path(WHISPER_MODEL, settings.home)
@@ -168,7 +168,7 @@ def build_tier_services(
     Raises:
         TierError: unknown tier, a speech-to-speech tier, a missing primary key, or a role
             with no link for the persona's language.
-        models.registry.ModelNotInstalledError: a ``local`` link's model is missing.
+        weights.registry.ModelNotInstalledError: a ``local`` link's model is missing.
     """
     tier = get_tier(tier_name)
     if tier.kind != "pipeline":

@@ -4,12 +4,12 @@
 ``LLMTextProcessor(text_aggregator=SentenceAggregator())``. It collects the streamed LLM tokens
 and releases each sentence as soon as it is known to be complete, so speech synthesis starts
 early, while never splitting inside abbreviations (English, German and Czech), decimals, FAA
-references, ordinals or list markers. Fragments shorter than ``min_chars`` are joined with the
-next sentence, a colon is a soft boundary in a long buffer, and a buffer without any boundary
-is cut on a word boundary at ``max_chars``. The rules follow seed 003 §7.2 ("Sentence Boundary
-Detection (Robust)"); all lengths are in characters. The aggregator never rewrites text: every
-piece is a stripped slice of the input, and joining the pieces with single spaces gives back
-the whitespace-normalised input.
+references, ordinals or list markers. Fragments shorter than ``min_chars`` (20) are joined
+with the next sentence, a colon is a soft boundary once the buffer is longer than
+``colon_chars`` (80), and a buffer without any boundary is cut on a word boundary at
+``max_chars`` (200). These defaults are this project's rules; all lengths are in characters.
+The aggregator never rewrites text: every piece is a stripped slice of the input, and joining
+the pieces with single spaces gives back the whitespace-normalised input.
 """
 
 import re
@@ -30,7 +30,7 @@ _WORD = re.compile(r"([^\W\d_]*)(.?)", re.DOTALL)
 
 
 class SentenceAggregator(BaseTextAggregator):
-    """Aggregates streamed LLM text into sentences for the TTS (rules: seed 003 §7.2).
+    """Aggregates streamed LLM text into sentences for the TTS, one as soon as it is complete.
 
     A boundary is terminal punctuation (``.``, ``!``, ``?``, ``…`` or ``...``), optionally
     followed by closing quotes or brackets, then whitespace. ``!`` and ``?`` end a sentence at
@@ -64,7 +64,7 @@ class SentenceAggregator(BaseTextAggregator):
             sentence boundary: at the last whitespace at or before ``max_chars`` (a single
             word longer than that is kept whole and cut at the whitespace after it).
         colon_chars: Buffer length, in characters, beyond which a colon followed by whitespace
-            is a soft boundary (seed 003 §7.2 uses 80).
+            is a soft boundary (default 80).
 
     Raises:
         ValueError: If the lengths are negative or ``max_chars`` is not above ``min_chars``.
@@ -72,7 +72,7 @@ class SentenceAggregator(BaseTextAggregator):
 
     NEVER_TERMINAL: ClassVar[frozenset[str]] = frozenset(
         {
-            # English and aviation (seed 003 §7.2).
+            # English and aviation.
             *("e.g.", "i.e.", "vs.", "approx.", "cf.", "ca.", "no.", "st."),
             *("dr.", "mr.", "mrs.", "ms.", "prof.", "jr.", "sr.", "inc.", "ltd."),
             *("min.", "max.", "alt.", "hdg."),
@@ -91,7 +91,7 @@ class SentenceAggregator(BaseTextAggregator):
         }
     )
     NO_BREAK_PATTERNS: ClassVar[tuple[re.Pattern[str], ...]] = (
-        # List markers from seed 003 §7.2: "(1).", "1).", "(a).", "a).", "A).".
+        # List markers: "(1).", "1).", "(a).", "a).", "A).".
         re.compile(r"(?:\(\d+\)|\d+\)|\([a-zA-Z]\)|[a-zA-Z]\))\.$"),
         # An enumerator "1." at the start of the buffer or a line, or after "?", "!" or ":".
         re.compile(r"(?:^|\n|[!?:]\s+)\d{1,3}\.$"),

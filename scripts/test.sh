@@ -19,6 +19,8 @@ echo "==> ruff"
 .venv/bin/ruff format --check .
 echo "==> mypy"
 .venv/bin/mypy
+echo "==> import-linter (the layer order in README, \"Architecture\")"
+.venv/bin/lint-imports
 
 echo "==> pytest"
 set +e

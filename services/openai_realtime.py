@@ -2,7 +2,7 @@
 
 Pipecat 1.14's ``OpenAIRealtimeLLMService`` connects once and never reconnects. What it does
 when the provider fails (read from ``pipecat/services/openai/realtime/llm.py``, and observed
-with the plain service against ``tests/providers/openai_realtime_fake.py``):
+with the plain service against ``testkit/providers/openai_realtime_fake.py``):
 
 - Handshake refused (401, 429, 5xx): one ``ErrorFrame`` ("Error connecting"), then the service
   sends nothing (no websocket) and the session goes on silent.

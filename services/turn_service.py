@@ -4,7 +4,7 @@ Each session process used to load its own smart-turn v3.2 (ONNX, ~25 MB resident
 ~35 MB more during each ~50 ms inference: about a quarter of a cloud session's memory. The
 server now runs the model once (:class:`TurnService`, in its own event loop, inference on a
 worker thread) and sessions ask it over loopback HTTP
-(:class:`pipelines.turn_taking.RemoteSmartTurnAnalyzer`); the CPU per inference is the same.
+(:class:`services.smart_turn.RemoteSmartTurnAnalyzer`); the CPU per inference is the same.
 
 Wire format (that of Pipecat's ``HttpSmartTurnAnalyzer``): the body is ``numpy.save`` of a
 1-D float32 array, 16 kHz mono in [-1, 1], at most :data:`MAX_SECONDS` long; the answer is
@@ -72,7 +72,7 @@ class TurnService:
     """
 
     def __init__(self, port: int = 0, threads: int = 1):
-        from pipelines.turn_taking import LeanSmartTurnAnalyzer
+        from services.smart_turn import LeanSmartTurnAnalyzer
 
         self._analyzer = LeanSmartTurnAnalyzer()
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="smart-turn")

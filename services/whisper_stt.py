@@ -2,8 +2,9 @@
 
 Pipecat calls ``WhisperModel.transcribe`` with faster-whisper's defaults: beam search of 5 and
 temperature fallback (0.0 → 1.0 in steps of 0.2). On 2 CPU cores the fallback turned a short
-Czech clip into 12 s of decoding (``shared/notes/local-models.md``), so the local tier pins the
-language (done by the persona) and decodes greedily at temperature 0 with no fallback.
+Czech clip into 12 s of decoding (measured for this project with Whisper base, int8), so the
+local tier pins the language (done by the persona) and decodes greedily at temperature 0 with no
+fallback.
 """
 
 from __future__ import annotations

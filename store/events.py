@@ -16,14 +16,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-# The kinds a session process writes are defined beside the relay it writes them through.
-from sessions.store_relay import PROVIDER_SWITCH, TOOL_CALL
+from contracts.events import EVENT_KIND_MAX, PROVIDER_SWITCH, TOOL_CALL
 from store.base import StoreBase
 from store.models import SessionEvent
 from store.records import NotFoundError
-
-EVENT_KIND_MAX = 50
-"""Longest event kind, in characters (the column's width)."""
 
 __all__ = ["EVENT_KIND_MAX", "PROVIDER_SWITCH", "TOOL_CALL", "EventStore", "SessionEventInfo"]
 

@@ -6,18 +6,16 @@ import dataclasses
 import math
 import statistics
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from contracts.turns import TurnRecord
 from store.base import StoreBase, turn_info, usage_info
 from store.models import TURN_ROLES, USAGE_SERVICES, Turn, UsageEvent
 from store.records import LatencySummary, NotFoundError, TurnInfo, UsageEventInfo
-
-if TYPE_CHECKING:
-    from observers.turn_recorder import TurnRecord
 
 
 def _opt_int(value: Any, name: str) -> int | None:
@@ -99,7 +97,7 @@ class TurnStore(StoreBase):
 
         Args:
             session_id: The session the turn belongs to.
-            turn: A ``observers.turn_recorder.TurnRecord`` or its ``to_dict()``.
+            turn: A ``contracts.turns.TurnRecord`` or its ``to_dict()``.
 
         Returns:
             ``True`` if the turn was inserted, ``False`` if that index was already stored.

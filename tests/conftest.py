@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,27 +12,15 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+from testkit.audio import LIBRIVOX, librivox_transcripts
+
 if TYPE_CHECKING:
-    from tests.api_support import Api
+    from testkit.api_support import Api
 
 PG_ADMIN_DSN = os.environ.get(
     "VOXTUTOR_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 """A PostgreSQL role that may CREATE DATABASE; each test gets a fresh database from it."""
-
-LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
-"""Debian package pocketsphinx-testdata: 5 LibriVox clips (16 kHz) with transcripts."""
-
-
-def librivox_transcripts() -> dict[str, str]:
-    """Map clip id → known transcript, from the package's ``transcription`` file."""
-    out = {}
-    for line in (LIBRIVOX / "transcription").read_text().splitlines():
-        m = re.match(r"<s>\s*(.*?)\s*</s>\s*\((.+)\)", line)
-        if m:
-            out[m.group(2)] = m.group(1)
-    return out
-
 
 PROVIDER_KEYS = (
     "OPENAI_API_KEY",
@@ -87,7 +74,7 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         await admin.close()
 
 
-# -- the HTTP API (tests/test_api_*.py; helpers in tests/api_support.py) --------------------
+# -- the HTTP API (tests/api/; helpers in testkit/api_support.py) ---------------------------
 
 
 @pytest.fixture
@@ -99,7 +86,7 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 async def api(db_url: str, tmp_path: Path) -> AsyncIterator[Api]:
     """The running API with a fake supervisor and keys A and B, on SQLite and PostgreSQL."""
-    from tests.api_support import make_api
+    from testkit.api_support import make_api
 
     async for a in make_api(db_url, tmp_path):
         yield a
@@ -108,7 +95,7 @@ async def api(db_url: str, tmp_path: Path) -> AsyncIterator[Api]:
 @pytest.fixture
 async def lite(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Api]:
     """The same on SQLite only, for tests about the HTTP layer rather than the database."""
-    from tests.api_support import make_api
+    from testkit.api_support import make_api
 
     async for a in make_api(sqlite_url, tmp_path):
         yield a
@@ -117,7 +104,7 @@ async def lite(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Api]:
 @pytest.fixture
 def llm_stub() -> Iterator[str]:
     """The base URL (``…/v1``) of a real HTTP server answering ``GET /v1/models``."""
-    from tests.api_support import serve_llm_stub
+    from testkit.api_support import serve_llm_stub
 
     with serve_llm_stub() as url:
         yield url

@@ -9,16 +9,15 @@ Sample rates. The wire carries 8 kHz μ-law both ways. The bot's audio leaves th
 transport at 8 kHz (``audio_out_sample_rate=8000`` on the transport), so the serializer only
 encodes and never resamples: its stream resampler would hold back the end of each utterance
 (~40 ms from 24 kHz, ~105 ms from 16 kHz) and drop it after 0.2 s of silence
-(``shared/notes/pipecat-1.14.md`` §5; ``tests/test_phone_protocol.py`` measures it). The output
+(``tests/phone/test_phone_protocol.py`` measures it). The output
 transport's own resampler flushes its tail at the end of every utterance. The pipeline's rates
 stay those of every session (16 kHz in, 24 kHz out): Whisper only takes 16 kHz (the serializer
 upsamples the caller; a continuous stream loses nothing), and some tiers' TTS only speak
 24 kHz (OpenAI), so each TTS is asked for the rate it is built for.
 
-Barge-in. A phone caller's speech interrupts the bot at voice onset (Pipecat's default
-VAD start strategy) and the serializer's ``clear`` empties the carrier's playout buffer: the
-issue asks for ``clear`` within 500 ms of the caller speaking over the bot, which a word count
-(``min_words_to_interrupt``) cannot give, since Whisper transcribes only once the caller pauses.
+Barge-in. A phone caller's speech interrupts the bot at voice onset (the session process
+passes :func:`pipelines.turn_taking.phone_turn_strategies`) and the serializer's ``clear``
+empties the carrier's playout buffer, within 500 ms of the caller speaking over the bot.
 """
 
 from __future__ import annotations
@@ -36,19 +35,14 @@ from pipecat.serializers.telnyx import TelnyxFrameSerializer
 from pipecat.serializers.twilio import TwilioFrameSerializer
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
-from pipecat.turns.user_turn_strategies import (
-    UserTurnStrategies,
-    default_user_turn_start_strategies,
-)
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pydantic import SecretStr
 
-from config.personas import Persona
 from config.settings import Settings
-from pipelines.turn_taking import turn_strategies
 from services.loopback import LoopbackServer, serve_loopback
 
 CARRIERS = ("twilio", "telnyx")
-"""Transports of :class:`sessions.protocol.SessionSpec` that are phone calls."""
+"""Transports of :class:`runtime.protocol.SessionSpec` that are phone calls."""
 WIRE_SAMPLE_RATE = 8000
 """Sample rate of the carriers' media streams in Hz (G.711 μ-law, one channel)."""
 HANDSHAKE_TIMEOUT_S = 10.0
@@ -112,14 +106,6 @@ def phone_transport(websocket: WebSocket, serializer: FrameSerializer) -> FastAP
             add_wav_header=False,
             serializer=serializer,
         ),
-    )
-
-
-def phone_turn_strategies(persona: Persona, settings: Settings) -> UserTurnStrategies:
-    """The persona's end-of-turn rule, with barge-in at voice onset (see the module doc)."""
-    return UserTurnStrategies(
-        start=default_user_turn_start_strategies(),
-        stop=turn_strategies(persona, settings).stop,
     )
 
 
@@ -194,7 +180,7 @@ class PhoneEndpoint:
 
 async def start_phone_endpoint(
     carrier: str,
-    persona: Persona,
+    strategies: UserTurnStrategies,
     settings: Settings,
     on_connection: Callable[..., Awaitable[None]],
 ) -> PhoneEndpoint:
@@ -202,7 +188,8 @@ async def start_phone_endpoint(
 
     Args:
         carrier: ``twilio`` or ``telnyx``.
-        persona: Sets the end-of-turn rule (:func:`phone_turn_strategies`).
+        strategies: The call's turn strategies
+            (:func:`pipelines.turn_taking.phone_turn_strategies`).
         settings: Turn-taking knobs and carrier credentials.
         on_connection: The session process's pipeline starter, awaited as
             ``on_connection(transport, user_turn_strategies=..., rtvi=False)`` (a phone
@@ -211,7 +198,6 @@ async def start_phone_endpoint(
     Raises:
         RuntimeError: The endpoint did not start.
     """
-    strategies = phone_turn_strategies(persona, settings)
 
     async def on_call(transport: BaseTransport) -> None:
         await on_connection(transport, user_turn_strategies=strategies, rtvi=False)

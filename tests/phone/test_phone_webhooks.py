@@ -1,0 +1,85 @@
+"""Phone webhooks in-process (fake supervisor): proxies, configuration, refusals by voice."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from xml.etree import ElementTree
+
+import pytest
+
+from testkit.api_support import Api, make_api
+from testkit.phone_support import form, twilio_signature
+
+TOKEN = "proxy-test-token"
+PUBLIC = "https://tutor.example.com"
+VOICE = "/api/v1/phone/twilio/voice"
+
+
+@pytest.fixture
+async def phone_api(sqlite_url, tmp_path) -> AsyncIterator[Api]:
+    async for api in make_api(
+        sqlite_url, tmp_path, twilio_auth_token=TOKEN, phone_public_url=PUBLIC
+    ):
+        yield api
+
+
+async def _post(api: Api, params: dict[str, str], signed_url: str):
+    return await api.client.post(
+        VOICE,
+        content=form(params),
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": twilio_signature(signed_url, params, TOKEN),
+        },
+    )
+
+
+async def test_behind_a_proxy_the_public_url_is_signed_and_handed_out(phone_api):
+    params = {"CallSid": "CA1", "From": "+15550009999", "To": "+15550001000"}
+    r = await _post(phone_api, params, "http://test" + VOICE)  # the URL the app sees
+    assert r.status_code == 403
+    r = await _post(phone_api, params, PUBLIC + VOICE)  # the URL Twilio called
+    assert r.status_code == 200, r.text
+    gather = ElementTree.fromstring(r.text).find("./Gather")
+    assert gather is not None
+    assert gather.attrib["action"] == PUBLIC + "/api/v1/phone/twilio/menu"
+    prompt = gather.findtext("Say") or ""
+    assert "German tutor, Lena, press 1" in prompt and "checkride examiner" in prompt
+
+
+async def test_a_runtime_that_cannot_take_calls_says_so_and_hangs_up(phone_api):
+    key = await phone_api.store.authenticate(phone_api.key_a)
+    assert key is not None
+    await phone_api.store.create_learner(key.id, "Pat", "en", phone="+15550002000")
+    params = {"CallSid": "CA2", "From": "+15550002000", "To": "+15550001000"}
+    r = await _post(phone_api, params, PUBLIC + VOICE)
+    assert r.status_code == 200
+    root = ElementTree.fromstring(r.text)
+    assert [el.tag for el in root] == ["Say", "Hangup"]
+    assert "cannot take calls" in (root.findtext("Say") or "")
+    assert phone_api.sup.calls == []  # no session process was asked for
+
+
+async def test_a_webhook_without_a_call_id_is_invalid(phone_api):
+    params = {"From": "+15550002000", "To": "+15550001000"}
+    r = await _post(phone_api, params, PUBLIC + VOICE)
+    assert (r.status_code, r.json()["error"]) == (422, "invalid_request")
+
+
+@pytest.fixture
+async def unconfigured(sqlite_url, tmp_path, monkeypatch) -> AsyncIterator[Api]:
+    for name in (
+        "TWILIO_AUTH_TOKEN",
+        "VOXTUTOR_TWILIO_AUTH_TOKEN",
+        "TELNYX_PUBLIC_KEY",
+        "VOXTUTOR_TELNYX_PUBLIC_KEY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    async for api in make_api(sqlite_url, tmp_path):
+        yield api
+
+
+async def test_carriers_without_their_secret_are_unavailable(unconfigured):
+    for carrier in ("twilio", "telnyx"):
+        r = await unconfigured.client.post(f"/api/v1/phone/{carrier}/voice", content=b"CallSid=x")
+        assert (r.status_code, r.json()["error"]) == (503, "transport_unavailable"), carrier
