@@ -11,10 +11,20 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LocalLLM = Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"]
+
+PROVIDER_KEYS: dict[str, str] = {
+    "OPENAI_API_KEY": "openai_api_key",
+    "ANTHROPIC_API_KEY": "anthropic_api_key",
+    "DEEPGRAM_API_KEY": "deepgram_api_key",
+    "CARTESIA_API_KEY": "cartesia_api_key",
+    "DAILY_API_KEY": "daily_api_key",
+}
+"""Provider key variable → its :class:`ProviderKeys` field. The variables carry no
+``VOXTUTOR_`` prefix: they are the names each provider's own SDK and documentation use."""
 
 
 def _default_home() -> Path:
@@ -169,16 +179,46 @@ class Settings(BaseSettings):
     )
     phone_stream_ttl_s: float = Field(default=30.0, gt=0)
 
+    @field_validator("home")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
     @property
     def store_url(self) -> str:
         """The store's URL: ``database_url`` or ``sqlite+aiosqlite:///<home>/voxtutor.db``."""
-        from store import default_database_url, normalize_url
+        # Imported here: SQLAlchemy (behind normalize_url) costs a session process ~20 MB.
+        from config.database import default_database_url, normalize_url
 
         return (
             normalize_url(self.database_url)
             if self.database_url
             else default_database_url(self.home)
         )
+
+
+class ProviderKeys(BaseSettings):
+    """The cloud providers' API keys, read from the environment (and ``.env``).
+
+    Kept apart from :class:`Settings` so that reading them afresh is cheap (five fields):
+    a key set or removed while the process runs counts at once. Never logged.
+
+    Attributes:
+        openai_api_key: ``OPENAI_API_KEY``; unset → tiers whose primary is OpenAI are not
+            offered and OpenAI backups drop out of chains.
+        anthropic_api_key: ``ANTHROPIC_API_KEY`` (Claude), as above.
+        deepgram_api_key: ``DEEPGRAM_API_KEY``, as above.
+        cartesia_api_key: ``CARTESIA_API_KEY``, as above.
+        daily_api_key: ``DAILY_API_KEY``; unset → no ``daily`` transport and no Daily dial-in.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
+    anthropic_api_key: SecretStr | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
+    deepgram_api_key: SecretStr | None = Field(default=None, validation_alias="DEEPGRAM_API_KEY")
+    cartesia_api_key: SecretStr | None = Field(default=None, validation_alias="CARTESIA_API_KEY")
+    daily_api_key: SecretStr | None = Field(default=None, validation_alias="DAILY_API_KEY")
 
 
 @lru_cache(maxsize=1)
@@ -189,3 +229,17 @@ def get_settings() -> Settings:
         pydantic.ValidationError: A ``VOXTUTOR_*`` variable has an invalid value.
     """
     return Settings()
+
+
+def provider_key(variable: str) -> str | None:
+    """Provider key ``variable`` (e.g. ``OPENAI_API_KEY``) as the environment holds it now.
+
+    Read afresh on each call (:class:`ProviderKeys`): a key set or removed while the process
+    runs (tests do) counts at once. Returns ``None`` when unset or empty; the value is never
+    logged.
+
+    Raises:
+        KeyError: ``variable`` is not one of :data:`PROVIDER_KEYS`.
+    """
+    secret = getattr(ProviderKeys(), PROVIDER_KEYS[variable])
+    return secret.get_secret_value() or None if secret is not None else None

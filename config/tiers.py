@@ -1,20 +1,22 @@
 """Tiers: which providers serve a session, in failover order, and each tier's quotas.
 
 Loaded from ``config/tiers.yaml`` and validated here. A tier's ``stt``/``llm``/``tts`` are
-*chains*: the first link is the primary, the rest are backups (seed 003 §12). Provider keys
-come from the environment only (:data:`PROVIDER_KEY_ENV`); a tier is *available* when every
-primary's key is set, and backups whose keys are missing drop out of the chain.
+*chains*: the first link is the primary, the rest are backups, tried in order when a provider
+faults. Provider keys come from the environment only (:data:`PROVIDER_KEY_ENV`, read through
+:func:`config.settings.provider_key`); a tier is *available* when every primary's key is
+set, and backups whose keys are missing drop out of the chain.
 """
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from config.settings import provider_key
 
 Provider = Literal["local", "text", "openai", "anthropic", "deepgram", "cartesia"]
 
@@ -57,7 +59,7 @@ class Link(BaseModel):
 
     def has_key(self) -> bool:
         """Whether this link can run: local/text always, cloud when its key is set."""
-        return self.key_env is None or bool(os.environ.get(self.key_env))
+        return self.key_env is None or provider_key(self.key_env) is not None
 
     def speaks(self, language: str) -> bool:
         """Whether this link has a voice for ``language`` (always for local and text)."""
@@ -65,7 +67,7 @@ class Link(BaseModel):
 
 
 class Quotas(BaseModel):
-    """Per-tier limits enforced by the server (seed 003 §9.4); ``None`` means unlimited.
+    """Per-tier hard limits, enforced by the server; ``None`` means unlimited.
 
     Attributes:
         sessions_per_month: Sessions a learner may start per calendar month (UTC).

@@ -8,13 +8,12 @@ settings (``VOXTUTOR_*_BASE_URL``), so tests reach loopback fakes of each provid
 A link with a backup behind it (``has_backup``) gets SDK clients with ``max_retries=0``: the
 OpenAI and Anthropic SDKs otherwise retry a 429/5xx/dropped connection twice (0.5 s, 1 s)
 before Pipecat sees an error, hiding the fault from the failover group, whose policy
-(:class:`processors.failover.FailoverPolicy`) should be the only retry layer. The last link
+(:class:`processors.failover.groups.FailoverPolicy`) should be the only retry layer. The last link
 of a chain keeps the SDK's retries: nothing stands behind it.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, Literal
 
 # httpx (the OpenAI and Anthropic SDKs' client) imports anyio's asyncio backend on its first
@@ -25,7 +24,7 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transcriptions.language import Language
 
 from config.personas import Persona
-from config.settings import Settings
+from config.settings import Settings, provider_key
 from config.tiers import Link, TierError
 
 Role = Literal["stt", "llm", "tts"]
@@ -40,6 +39,7 @@ CARTESIA_TTS_URL = "wss://api.cartesia.ai/tts/websocket"
 """Pipecat's default Cartesia TTS websocket."""
 
 PIPECAT_LANGUAGE = {"en": Language.EN, "de": Language.DE, "cs": Language.CS}
+"""Pipecat's language for each persona language (Whisper, OpenAI STT, Cartesia)."""
 
 
 def _key(link: Link) -> str:
@@ -49,7 +49,7 @@ def _key(link: Link) -> str:
         TierError: the key's variable is unset (names the variable, never a value).
     """
     name = link.key_env
-    value = os.environ.get(name) if name else None
+    value = provider_key(name) if name else None
     if not value:
         raise TierError(f"{link.provider} needs {name} to be set")
     return value
@@ -98,13 +98,13 @@ def build_stt(
 
     Raises:
         TierError: the provider's key is missing or the provider has no STT.
-        models.registry.ModelNotInstalledError: ``local`` and Whisper is not assembled.
+        weights.registry.ModelNotInstalledError: ``local`` and Whisper is not assembled.
     """
     language = persona.language
     if link.provider == "local":
-        from pipelines.local import build_stt as build_local_stt
+        from pipelines.local import whisper_stt
 
-        return build_local_stt(persona, settings.home, lazy=is_backup)
+        return whisper_stt(persona, settings.home, lazy=is_backup)
     if link.provider == "deepgram":
         from pipecat.services.deepgram.stt import DeepgramSTTService
 
@@ -116,7 +116,8 @@ def build_stt(
             settings=DeepgramSTTService.Settings(
                 model=link.model,
                 language=DEEPGRAM_LANGUAGE[language],
-                # Nova-3 keyterm prompting (seed 003 §10: METAR, NOTAM, VOR, ...).
+                # Nova-3 keyterm prompting with the persona's terms (METAR, NOTAM, VOR, ...):
+                # https://developers.deepgram.com/docs/keyterm
                 keyterm=list(persona.stt_keyterms) or None,
                 smart_format=True,
                 interim_results=True,
@@ -163,9 +164,9 @@ def build_llm(
     """
     system = persona.render_system_prompt(level)
     if link.provider == "local":
-        from pipelines.local import build_llm as build_local_llm
+        from pipelines.local import llama_cpp_llm
 
-        return _without_sdk_retries(build_local_llm(settings, local_base_url, system), has_backup)
+        return _without_sdk_retries(llama_cpp_llm(settings, local_base_url, system), has_backup)
     if link.provider == "openai":
         from pipecat.services.openai.llm import OpenAILLMService
 
@@ -217,13 +218,13 @@ def build_tts(
 
     Raises:
         TierError: the key is missing, or the link has no voice for the persona's language.
-        models.registry.ModelNotInstalledError: ``local`` English and Piper is not assembled.
+        weights.registry.ModelNotInstalledError: ``local`` English and Piper is not assembled.
     """
     language = persona.language
     if link.provider == "local":
-        from pipelines.local import build_tts as build_local_tts
+        from pipelines.local import piper_or_espeak_tts
 
-        return build_local_tts(persona, settings.home, lazy=is_backup)
+        return piper_or_espeak_tts(persona, settings.home, lazy=is_backup)
     if link.provider == "text":
         from services.text_only_tts import TextOnlyTTSService
 

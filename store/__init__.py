@@ -16,13 +16,8 @@ from __future__ import annotations
 
 import asyncio
 
-from store.db import (
-    create_engine,
-    database_url_from_env,
-    default_database_url,
-    migrate,
-    normalize_url,
-)
+from config.database import default_database_url, normalize_url
+from store.db import create_engine, migrate
 from store.records import (
     ApiKeyInfo,
     ConflictError,
@@ -49,7 +44,6 @@ __all__ = [
     "UsageEventInfo",
     "create_api_key_sync",
     "create_engine",
-    "database_url_from_env",
     "default_database_url",
     "migrate",
     "normalize_url",

@@ -1,8 +1,10 @@
-"""Database URLs, the async engine (SQLite tuned for a server) and programmatic migrations."""
+"""The async engine (SQLite tuned for a server) and programmatic migrations.
+
+Database URLs are settings: :mod:`config.database` makes and normalises them.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +12,8 @@ from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
+
+from config.database import normalize_url
 
 if TYPE_CHECKING:
     # Imported where used: a session process never migrates, and Alembic costs ~20 MB RSS
@@ -21,43 +25,6 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 """How long a SQLite connection waits for another writer's lock before ``database is locked``."""
-
-
-def default_database_url(home: Path | str) -> str:
-    """Return the default database URL, ``sqlite+aiosqlite:///<home>/voxtutor.db``.
-
-    Args:
-        home: The voxtutor home directory (``VOXTUTOR_HOME``).
-    """
-    return f"sqlite+aiosqlite:///{Path(home).expanduser().resolve() / 'voxtutor.db'}"
-
-
-def normalize_url(url: str) -> str:
-    """Return ``url`` with an async driver: ``sqlite+aiosqlite`` or ``postgresql+asyncpg``.
-
-    Plain ``sqlite://``, ``postgres://`` and ``postgresql://`` URLs (as ``DATABASE_URL`` is
-    usually written) get the async driver; URLs that name a driver are left alone.
-
-    Args:
-        url: A SQLAlchemy database URL.
-
-    Raises:
-        ValueError: If the URL is malformed or names a backend other than SQLite/PostgreSQL.
-    """
-    if url.startswith("postgres://"):
-        url = "postgresql://" + url.removeprefix("postgres://")
-    try:
-        parsed = make_url(url)
-    except Exception as e:  # sqlalchemy.exc.ArgumentError
-        raise ValueError(f"invalid database URL: {e}") from e
-    backend = parsed.get_backend_name()
-    if backend == "sqlite" and parsed.drivername == "sqlite":
-        parsed = parsed.set(drivername="sqlite+aiosqlite")
-    elif backend == "postgresql" and parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+asyncpg")
-    elif backend not in ("sqlite", "postgresql"):
-        raise ValueError(f"unsupported database backend {backend!r}: use sqlite or postgresql")
-    return parsed.render_as_string(hide_password=False)
 
 
 def _is_memory(database: str | None) -> bool:
@@ -155,12 +122,3 @@ async def migrate(url: str) -> None:
         await migrate_engine(engine)
     finally:
         await engine.dispose()
-
-
-def database_url_from_env(home: Path | str) -> str:
-    """Return ``$DATABASE_URL`` if set, else :func:`default_database_url` for ``home``.
-
-    Args:
-        home: The voxtutor home directory.
-    """
-    return os.environ.get("DATABASE_URL") or default_database_url(home)

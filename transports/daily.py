@@ -16,7 +16,6 @@ The API key comes from the environment (``DAILY_API_KEY``) only; it travels in t
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -36,7 +35,8 @@ from pipecat.transports.daily.utils import (
     DailyRoomSipParams,
 )
 
-from sessions.protocol import SessionSpec
+from config.settings import provider_key
+from contracts.session_spec import SessionSpec
 
 if TYPE_CHECKING:
     from pipecat.transports.daily.transport import DailyTransport
@@ -104,7 +104,7 @@ class DialinRoom:
 
 def daily_api_key() -> str | None:
     """The Daily API key from ``DAILY_API_KEY``, or ``None`` when unset or empty."""
-    return os.environ.get(DAILY_KEY_ENV) or None
+    return provider_key(DAILY_KEY_ENV)
 
 
 def session_room_name(session_id: str) -> str:

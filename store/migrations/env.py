@@ -14,14 +14,15 @@ Two ways in:
 from __future__ import annotations
 
 import asyncio
-import os
 from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 
-from store.db import create_engine, default_database_url, normalize_url
+from config.database import default_database_url, normalize_url
+from config.settings import Settings
+from store.db import create_engine
 from store.models import Base
 
 config = context.config
@@ -32,12 +33,10 @@ target_metadata = Base.metadata
 
 
 def _url() -> str:
-    url = os.environ.get("DATABASE_URL") or config.get_main_option("sqlalchemy.url")
-    if not url:
-        from models.registry import voxtutor_home
-
-        url = default_database_url(voxtutor_home())
-    return normalize_url(url)
+    """``DATABASE_URL``, else alembic.ini's ``sqlalchemy.url``, else the embedded SQLite file."""
+    settings = Settings()
+    url = settings.database_url or config.get_main_option("sqlalchemy.url")
+    return normalize_url(url) if url else default_database_url(settings.home)
 
 
 def _configure(connection: Connection) -> None:
