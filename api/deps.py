@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Path, Request, Security
@@ -20,7 +20,7 @@ from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredent
 
 from api.errors import ApiError
 from api.metrics import Metrics
-from api.runtime import Supervisor
+from api.runtime import SessionSlots, Supervisor
 from config.settings import Settings
 from store import ApiKeyInfo, SessionInfo, Store
 
@@ -38,6 +38,7 @@ class AppContext:
         metrics: The app's metrics.
         supervisor: Runs session processes, or ``None`` when not configured.
         llm_base_url: The local tier's LLM server, or ``None``.
+        slots: Session slots reserved by launches in progress (:mod:`api.launch`).
     """
 
     settings: Settings
@@ -45,6 +46,7 @@ class AppContext:
     metrics: Metrics
     supervisor: Supervisor | None
     llm_base_url: str | None
+    slots: SessionSlots = field(default_factory=SessionSlots)
 
 
 def get_ctx(request: Request) -> AppContext:

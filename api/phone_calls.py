@@ -21,17 +21,17 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 from loguru import logger
 
 from api.deps import AppContext
 from api.errors import ApiError
-from api.quotas import check_quotas
-from api.routes_catalog import check_tier, find_persona
+from api.launch import LaunchError, LaunchRequest, check_tier, find_persona, launch
 from config.personas import Persona
 from config.settings import PhoneLine
-from config.tiers import get_tier
-from sessions.protocol import CapacityError, SessionNotRunningError, SessionSpec, Transport
+from contracts.session_spec import Transport
+from runtime.protocol import SessionNotRunningError
 from store import ConflictError, LearnerInfo, Store
 
 GUEST_KEY_NAME = "phone-guests"
@@ -40,6 +40,8 @@ GUEST_NAME = "Phone guest"
 BUSY = "All our tutors are busy right now. Please call again in a few minutes. Goodbye."
 QUOTA = "The monthly allowance of your plan is used up. Goodbye."
 UNAVAILABLE = "Sorry, the tutor cannot take calls right now. Please try again later. Goodbye."
+REFUSALS = {"at_capacity": BUSY, "quota_exceeded": QUOTA}
+"""What a caller hears for each :class:`api.launch.LaunchError` code (else :data:`UNAVAILABLE`)."""
 _NUMBER = re.compile(r"^\+?[0-9]{4,20}$")
 """A caller id we can look up (E.164-like); "anonymous", "restricted" … are withheld numbers."""
 
@@ -164,6 +166,15 @@ class PhoneCalls:
         task.add_done_callback(self._tasks.discard)
 
 
+def phone_calls(app_state: object, ttl_s: float) -> PhoneCalls:
+    """The app's :class:`PhoneCalls` (created on first use, kept on ``app.state``)."""
+    calls = getattr(app_state, "phone_calls", None)
+    if calls is None:
+        calls = PhoneCalls(ttl_s)
+        setattr(app_state, "phone_calls", calls)  # noqa: B010
+    return cast(PhoneCalls, calls)
+
+
 async def end_session(ctx: AppContext, session_id: str, reason: str) -> None:
     """Ask a phone session's process to end with ``reason`` (nothing if it is gone)."""
     logger.bind(session_id=session_id).info("ending phone session: {}", reason)
@@ -216,6 +227,11 @@ async def answer_call(
     return await _start(ctx, calls, call, learner, persona, tier)
 
 
+def spoken_name(learner: LearnerInfo) -> str | None:
+    """The name the tutor calls a caller by: the learner's, ``None`` for a guest."""
+    return None if learner.name == GUEST_NAME else learner.name
+
+
 def persona_for(learner: LearnerInfo | None, menu: tuple[Persona, ...]) -> str | None:
     """The menu persona teaching ``learner``'s target language; ``None`` if none or no learner."""
     if learner is None:
@@ -255,47 +271,25 @@ async def _start(
     persona: Persona,
     tier: str,
 ) -> Answer:
-    """Create the session, spawn its process, register the media-stream token."""
-    try:
-        grant = await check_quotas(ctx.store, get_tier(tier), learner.id, ctx.settings.upgrade_url)
-    except ApiError:
-        return Refuse(QUOTA)
-    supervisor = ctx.supervisor
-    ready_info = getattr(supervisor, "ready_info", None)
-    if supervisor is None or ready_info is None or not ctx.llm_base_url:
+    """Start the call's session (:func:`api.launch.launch`), register the media-stream token."""
+    ready_info = getattr(ctx.supervisor, "ready_info", None)
+    if ready_info is None:
         return Refuse(UNAVAILABLE)
-    if supervisor.active_count >= supervisor.max_sessions:
-        ctx.metrics.error("capacity")
-        return Refuse(BUSY)
-    info, _ = await ctx.store.create_session(
-        learner.id, learner.owner_key_id, persona.id, tier, call.carrier
-    )
-    log = logger.bind(session_id=info.id, call_id=call.call_id)
-    spec = SessionSpec(
-        session_id=info.id,
-        persona=persona.id,
+    request = LaunchRequest(
+        learner=learner,
+        persona=persona,
         tier=tier,
         transport=call.carrier,
-        llm_base_url=ctx.llm_base_url,
-        cefr_level=learner.cefr_level,
-        learner_name=None if learner.name == GUEST_NAME else learner.name,
-        idle_timeout_s=ctx.settings.session_idle_timeout_s,
-        exchange_limit=grant.exchanges,
-        tts_chars_left=grant.tts_characters,
+        learner_name=spoken_name,
     )
-    started = time.monotonic()
+    log = logger.bind(call_id=call.call_id)
     try:
-        await supervisor.spawn(spec)
-    except CapacityError:
-        await ctx.store.set_session_status(info.id, "failed", "rejected: all slots busy")
-        ctx.metrics.error("capacity")
-        return Refuse(BUSY)
-    except RuntimeError as e:
-        await ctx.store.set_session_status(info.id, "failed", f"failed to start: {e}")
-        ctx.metrics.error("spawn_failed")
-        log.error("phone session process failed to start: {}", e)
-        return Refuse(UNAVAILABLE)
-    ctx.metrics.observe_spawn(time.monotonic() - started)
+        started = await launch(ctx, request)
+    except LaunchError as e:
+        log.warning("{} call refused: {} ({})", call.carrier, e.code, e.message)
+        return Refuse(REFUSALS.get(e.code, UNAVAILABLE))
+    info = started.session
+    log = log.bind(session_id=info.id)
     phone_url = ready_info(info.id).get("phone_url")
     if not phone_url:
         await end_session(ctx, info.id, "the session process serves no phone socket")

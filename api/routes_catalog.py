@@ -6,46 +6,12 @@ from fastapi import APIRouter
 from loguru import logger
 
 from api.deps import ApiKey
-from api.errors import ApiError, error_responses
-from api.runtime import known_tiers, missing_env
+from api.errors import error_responses
 from api.schemas import PersonaOut, TierOut, TierQuotas
-from config.personas import Persona, PersonaError, list_personas, load_persona
+from config.personas import PersonaError, list_personas, load_persona
 from config.tiers import load_tiers
 
 router = APIRouter(tags=["catalog"], responses=error_responses(500))
-
-
-def find_persona(persona_id: str) -> Persona:
-    """Return a packaged persona by id.
-
-    The id is matched against the packaged list first, so no caller-given text ever becomes
-    a file path.
-
-    Raises:
-        ApiError: 422 ``unknown_persona`` (the message lists the known ones).
-    """
-    known = list_personas()
-    if persona_id not in known:
-        raise ApiError(
-            422, "unknown_persona", f"unknown persona {persona_id!r}; known: {', '.join(known)}"
-        )
-    return load_persona(persona_id)
-
-
-def check_tier(tier: str) -> None:
-    """Accept ``tier`` if this build knows it and its environment is complete.
-
-    Raises:
-        ApiError: 422 ``unknown_tier``; 503 ``tier_unavailable`` naming the missing variables.
-    """
-    tiers = known_tiers()
-    if tier not in tiers:
-        raise ApiError(422, "unknown_tier", f"unknown tier {tier!r}; known: {', '.join(tiers)}")
-    missing = missing_env(tier)
-    if missing:
-        raise ApiError(
-            503, "tier_unavailable", f"tier {tier!r} needs {', '.join(missing)} to be set"
-        )
 
 
 @router.get(

@@ -48,23 +48,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.deps import AppContext, Ctx
 from api.errors import ApiError, ErrorBody, error_responses
+from api.launch import LaunchRequest, check_tier, find_persona, launch
 from api.phone_auth import SignatureError
-from api.phone_calls import GUEST_NAME, IncomingCall, caller_learner, menu_personas, persona_for
-from api.quotas import check_quotas
-from api.routes_catalog import check_tier, find_persona
-from api.routes_phone import phone_calls
-from api.routes_sessions import daily_failed, spawn_session
-from config.personas import Persona
+from api.phone_calls import (
+    IncomingCall,
+    caller_learner,
+    menu_personas,
+    persona_for,
+    phone_calls,
+    spoken_name,
+)
 from config.settings import PhoneLine
-from config.tiers import get_tier
-from sessions.protocol import SessionSpec
+from store import LearnerInfo
 from transports.daily import (
     DAILY_KEY_ENV,
-    DailyError,
     DialinRoom,
     create_dialin_room,
     daily_api_key,
-    release_session_room,
 )
 
 router = APIRouter(tags=["phone"], responses=error_responses(500))
@@ -289,65 +289,34 @@ async def _start(ctx: AppContext, request: Request, call: DailyDialinCall) -> st
         raise ApiError(
             503, "transport_unavailable", f"the line {incoming.dialled!r} is misconfigured"
         ) from None
-    supervisor = ctx.supervisor
-    if supervisor is None or not ctx.llm_base_url:
-        what = "session runtime" if supervisor is None else "LLM server"
-        raise ApiError(503, "runtime_unavailable", f"{what} not configured")
-    if supervisor.active_count >= supervisor.max_sessions:
-        ctx.metrics.error("capacity")
-        busy = f"all {supervisor.max_sessions} session slots are busy"
-        raise ApiError(429, "at_capacity", busy, {"Retry-After": "30"})
     calls = phone_calls(request.app.state, settings.phone_stream_ttl_s)
-    learner = await caller_learner(ctx.store, calls, incoming, persona)
-    grant = await check_quotas(ctx.store, get_tier(tier), learner.id, settings.upgrade_url)
-    info, _ = await ctx.store.create_session(
-        learner.id, learner.owner_key_id, persona.id, tier, "daily"
-    )
-    room = await _room(ctx, info.id, persona, incoming.caller)
-    spec = SessionSpec(
-        session_id=info.id,
-        persona=persona.id,
-        tier=tier,
-        transport="daily",
-        llm_base_url=ctx.llm_base_url,
-        cefr_level=learner.cefr_level,
-        learner_name=None if learner.name == GUEST_NAME else learner.name,
-        idle_timeout_s=settings.session_idle_timeout_s,
-        exchange_limit=grant.exchanges,
-        tts_chars_left=grant.tts_characters,
-        daily_room_url=room.url,
-        daily_token=room.bot_token,
-        daily_call_id=call.call_id,
-        daily_call_domain=call.call_domain,
-    )
-    started = time.monotonic()
-    try:
-        await spawn_session(ctx, supervisor, spec)
-    except Exception:
-        await release_session_room(spec, api_url=settings.daily_api_url)
-        raise
-    ctx.metrics.observe_spawn(time.monotonic() - started)
-    log.bind(session_id=info.id).info(
-        "Daily dial-in call answered: persona={} tier={}", persona.id, tier
-    )
-    return info.id
 
+    async def learner() -> LearnerInfo:  # a guest is created only once a slot is reserved
+        return await caller_learner(ctx.store, calls, incoming, persona)
 
-async def _room(
-    ctx: AppContext, session_id: str, persona: Persona, caller: str | None
-) -> DialinRoom:
-    """Create the call's SIP-enabled room.
-
-    Raises:
-        ApiError: 503 ``transport_unavailable`` when Daily fails (the session is ``failed``).
-    """
-    try:
+    async def make_room(session_id: str) -> DialinRoom:
         return await create_dialin_room(
             session_id,
-            api_url=ctx.settings.daily_api_url,
+            api_url=settings.daily_api_url,
             api_key=daily_api_key() or "",
             bot_name=persona.name,
-            caller_name=caller or "Phone caller",
+            caller_name=incoming.caller or "Phone caller",
         )
-    except DailyError as e:
-        raise await daily_failed(ctx, session_id, e) from None
+
+    started = await launch(
+        ctx,
+        LaunchRequest(
+            learner=learner,
+            persona=persona,
+            tier=tier,
+            transport="daily",
+            learner_name=spoken_name,
+            make_room=make_room,
+            daily_call_id=call.call_id,
+            daily_call_domain=call.call_domain,
+        ),
+    )
+    log.bind(session_id=started.session.id).info(
+        "Daily dial-in call answered: persona={} tier={}", persona.id, tier
+    )
+    return started.session.id

@@ -21,7 +21,7 @@ RTP in PCMU (https://developers.telnyx.com/docs/voice/programmable-voice/texml-v
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, cast
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response, WebSocket
 from loguru import logger
@@ -41,7 +41,7 @@ from api.phone_auth import (
     verify_telnyx,
     verify_twilio,
 )
-from api.phone_calls import Connect, IncomingCall, Menu, PhoneCalls, answer_call, end_session
+from api.phone_calls import Connect, IncomingCall, Menu, answer_call, end_session, phone_calls
 from api.phone_stream import close, relay
 from config.personas import LANGUAGE_NAMES, Persona
 
@@ -64,15 +64,6 @@ class Carrier(StrEnum):
 
 
 CarrierPath = Annotated[Carrier, Path(description="`twilio` or `telnyx`.")]
-
-
-def phone_calls(app_state: object, ttl_s: float) -> PhoneCalls:
-    """The app's :class:`PhoneCalls` (created on first use, kept on ``app.state``)."""
-    calls = getattr(app_state, "phone_calls", None)
-    if calls is None:
-        calls = PhoneCalls(ttl_s)
-        setattr(app_state, "phone_calls", calls)  # noqa: B010
-    return cast(PhoneCalls, calls)
 
 
 async def verified_params(

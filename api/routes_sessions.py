@@ -1,12 +1,12 @@
 """``/api/v1/sessions``: start, inspect, list and end tutoring sessions.
 
-A session is created in the store (``starting``), then the supervisor spawns its process and
-returns once it is ready for the browser's SDP offer; the supervisor keeps the status current.
+Starting one goes through :func:`api.launch.launch` (slot, quotas, store row, Daily room,
+spawn), which returns once the process is ready for the browser's SDP offer; the supervisor
+keeps the status current after that.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -14,9 +14,7 @@ from loguru import logger
 
 from api.deps import ApiKey, AppContext, Ctx, is_uuid
 from api.errors import ApiError, error_responses
-from api.quotas import check_quotas
-from api.routes_catalog import check_tier, find_persona
-from api.runtime import Supervisor
+from api.launch import LaunchRequest, check_tier, find_persona, launch
 from api.schemas import (
     Connect,
     Latency,
@@ -30,24 +28,11 @@ from api.schemas import (
     SessionStatus,
     Turn,
 )
-from config.personas import Persona
-from config.tiers import get_tier
-from sessions.protocol import CapacityError, SessionNotRunningError, SessionSpec
+from runtime.protocol import SessionNotRunningError
 from store import ApiKeyInfo, SessionInfo
-from transports.daily import (
-    DAILY_KEY_ENV,
-    DailyError,
-    DailyRoom,
-    create_session_room,
-    daily_api_key,
-    release_session_room,
-)
+from transports.daily import DAILY_KEY_ENV, DailyRoom, create_session_room, daily_api_key
 
 router = APIRouter(tags=["sessions"], responses=error_responses(500))
-
-
-def _capacity(e: CapacityError) -> ApiError:
-    return ApiError(429, "at_capacity", str(e), {"Retry-After": str(max(1, e.retry_after_s))})
 
 
 def _offer_url(request: Request, session_id: str) -> str:
@@ -98,110 +83,37 @@ async def create_session(
     )
     if learner is None:
         raise ApiError(404, "learner_not_found", f"no learner {body.learner_id!r}")
-    grant = await check_quotas(ctx.store, get_tier(body.tier), learner.id, ctx.settings.upgrade_url)
-    supervisor = ctx.supervisor
-    if supervisor is None or not ctx.llm_base_url:
-        what = "session runtime" if supervisor is None else "LLM server"
-        raise ApiError(503, "runtime_unavailable", f"{what} not configured")
-    if supervisor.active_count >= supervisor.max_sessions:
-        ctx.metrics.error("capacity")
-        raise _capacity(CapacityError(f"all {supervisor.max_sessions} session slots are busy"))
 
-    info, token = await ctx.store.create_session(
-        learner.id, key.id, persona.id, body.tier, body.transport
-    )
-    log = logger.bind(session_id=info.id)
-    room = await _daily_room(ctx, info.id, persona) if body.transport == "daily" else None
-    spec = SessionSpec(
-        session_id=info.id,
-        persona=persona.id,
-        tier=body.tier,
-        transport=body.transport,
-        llm_base_url=ctx.llm_base_url,
-        cefr_level=learner.cefr_level,
-        learner_name=learner.name,
-        idle_timeout_s=ctx.settings.session_idle_timeout_s,
-        exchange_limit=grant.exchanges,
-        tts_chars_left=grant.tts_characters,
-        daily_room_url=room.url if room else None,
-        daily_token=room.bot_token if room else None,
-    )
-    started = time.monotonic()
-    try:
-        await spawn_session(ctx, supervisor, spec)
-    except Exception:
-        # spawn() raising means no session process owns the room: delete it now.
-        await release_session_room(spec, api_url=ctx.settings.daily_api_url)
-        raise
-    ctx.metrics.observe_spawn(time.monotonic() - started)
-    current = await ctx.store.get_session(info.id)
-    status = current.status if current is not None else info.status
-    log.info("session started: persona={} tier={} status={}", persona.id, body.tier, status)
-    response.headers["Location"] = f"/api/v1/sessions/{info.id}"
-    connect = (
-        Connect(room_url=room.url, token=room.client_token)
-        if room is not None
-        else Connect(offer_url=_offer_url(request, info.id), token=token)
-    )
-    return SessionCreated(
-        session_id=info.id,
-        status=status,  # type: ignore[arg-type]  # a SESSION_STATUSES value
-        connect=connect,
-    )
-
-
-async def _daily_room(ctx: AppContext, session_id: str, persona: Persona) -> DailyRoom:
-    """Create the session's Daily room and tokens.
-
-    Raises:
-        ApiError: 503 ``transport_unavailable`` when Daily fails (the session is ``failed``).
-    """
-    try:
+    async def make_room(session_id: str) -> DailyRoom:
         return await create_session_room(
             session_id,
             api_url=ctx.settings.daily_api_url,
             api_key=daily_api_key() or "",
             bot_name=persona.name,
         )
-    except DailyError as e:
-        raise await daily_failed(ctx, session_id, e) from None
 
-
-async def daily_failed(ctx: AppContext, session_id: str, e: DailyError) -> ApiError:
-    """Mark the session ``failed`` because Daily failed; return the 503 to raise."""
-    await ctx.store.set_session_status(session_id, "failed", f"failed to start: {e}")
-    ctx.metrics.error("daily")
-    logger.bind(session_id=session_id).error("Daily room not created: {}", e)
-    return ApiError(
-        503, "transport_unavailable", f"Daily is unavailable: {e} (session {session_id})"
+    started = await launch(
+        ctx,
+        LaunchRequest(
+            learner=learner,
+            persona=persona,
+            tier=body.tier,
+            transport=body.transport,
+            make_room=make_room if body.transport == "daily" else None,
+        ),
     )
-
-
-async def spawn_session(ctx: AppContext, supervisor: Supervisor, spec: SessionSpec) -> None:
-    """Start the session's process, mapping failures to API errors.
-
-    Raises:
-        ApiError: 429 ``at_capacity`` or 503 ``session_start_failed`` (session ``failed``).
-    """
-    sid, log = spec.session_id, logger.bind(session_id=spec.session_id)
-    try:
-        await supervisor.spawn(spec)
-    except CapacityError as e:
-        await ctx.store.set_session_status(sid, "failed", "rejected: all slots busy")
-        ctx.metrics.error("capacity")
-        log.warning("session rejected: {}", e)
-        raise _capacity(e) from None
-    except RuntimeError as e:
-        await ctx.store.set_session_status(sid, "failed", f"failed to start: {e}")
-        ctx.metrics.error("spawn_failed")
-        log.error("session process failed to start: {}", e)
-        raise ApiError(
-            503, "session_start_failed", f"the session process failed to start (session {sid})"
-        ) from None
-    except Exception:
-        await ctx.store.set_session_status(sid, "failed", "failed to start: internal error")
-        ctx.metrics.error("spawn_failed")
-        raise
+    sid = started.session.id
+    response.headers["Location"] = f"/api/v1/sessions/{sid}"
+    connect = (
+        Connect(room_url=started.room.url, token=started.room.client_token)
+        if isinstance(started.room, DailyRoom)
+        else Connect(offer_url=_offer_url(request, sid), token=started.token)
+    )
+    return SessionCreated(
+        session_id=sid,
+        status=started.session.status,  # type: ignore[arg-type]  # a SESSION_STATUSES value
+        connect=connect,
+    )
 
 
 @router.get(

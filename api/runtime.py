@@ -1,6 +1,6 @@
 """What the API needs from the session runtime, and the hook that provides it.
 
-The API never runs a pipeline itself: a :class:`Supervisor` (``sessions.supervisor``) runs
+The API never runs a pipeline itself: a :class:`Supervisor` (``runtime.supervisor``) runs
 each session in a process of its own. :func:`default_runtime` is where ``voxtutor serve``
 gets the supervisor and the LLM server from; until it provides a supervisor, ``POST
 /api/v1/sessions`` answers 503 ``session runtime not configured`` (it never pretends).
@@ -18,12 +18,12 @@ from loguru import logger
 
 from api.metrics import Metrics
 from config.settings import Settings
-from sessions.protocol import SessionSpec
+from contracts.session_spec import SessionSpec
 from store import Store
 
 
 class Supervisor(Protocol):
-    """Runs session processes (the real one is ``sessions.supervisor``).
+    """Runs session processes (the real one is ``runtime.supervisor``).
 
     It updates each session's status in the store itself (``ready``, ``active``, ``ended``,
     ``failed``).
@@ -42,8 +42,11 @@ class Supervisor(Protocol):
     async def spawn(self, spec: SessionSpec) -> None:
         """Start a session process; return when it is ready for an offer.
 
+        The process counts in :attr:`active_count` from the coroutine's first step (before
+        it first yields), so a caller may hand a slot over without a gap.
+
         Raises:
-            sessions.protocol.CapacityError: All slots are taken.
+            runtime.protocol.CapacityError: All slots are taken.
             RuntimeError: The process failed to start (the session is then ``failed``).
         """
         ...
@@ -52,8 +55,8 @@ class Supervisor(Protocol):
         """Forward an SDP offer; return the answer ``{"sdp", "type", "pc_id"}``.
 
         Raises:
-            sessions.protocol.SessionNotRunningError: No live process.
-            sessions.protocol.SessionRequestError: The process rejected it (bad SDP).
+            runtime.protocol.SessionNotRunningError: No live process.
+            runtime.protocol.SessionRequestError: The process rejected it (bad SDP).
         """
         ...
 
@@ -65,7 +68,7 @@ class Supervisor(Protocol):
         """Ask the bot to say goodbye and the process to exit.
 
         Raises:
-            sessions.protocol.SessionNotRunningError: No live process.
+            runtime.protocol.SessionNotRunningError: No live process.
         """
         ...
 
@@ -76,6 +79,47 @@ class Supervisor(Protocol):
     async def shutdown(self) -> None:
         """End every session and stop (at server shutdown)."""
         ...
+
+
+class SlotReservation:
+    """One session slot held by a launch until the supervisor counts its process.
+
+    Args:
+        slots: The pool it was taken from.
+    """
+
+    def __init__(self, slots: SessionSlots):
+        self._slots: SessionSlots | None = slots
+
+    def release(self) -> None:
+        """Give the slot back (the first call; later calls do nothing)."""
+        if self._slots is not None:
+            self._slots.reserved -= 1
+            self._slots = None
+
+
+class SessionSlots:
+    """Session slots reserved by launches whose process the supervisor does not count yet.
+
+    A launch awaits the store and the quota check before it spawns; without a reservation
+    taken before those awaits, every concurrent request would pass the capacity check.
+
+    Attributes:
+        reserved: Slots held now.
+    """
+
+    def __init__(self) -> None:
+        self.reserved = 0
+
+    def reserve(self, supervisor: Supervisor) -> SlotReservation | None:
+        """Take a slot if running processes plus reservations leave one; else ``None``.
+
+        Synchronous: nothing can run between the check and the reservation.
+        """
+        if supervisor.active_count + self.reserved >= supervisor.max_sessions:
+            return None
+        self.reserved += 1
+        return SlotReservation(self)
 
 
 @dataclass
@@ -117,11 +161,11 @@ async def default_runtime(
         metrics: The app's metrics (fed each completed turn).
 
     Raises:
-        models.registry.ModelNotInstalledError: the local models are not installed.
+        weights.registry.ModelNotInstalledError: the local models are not installed.
         services.llama_server.LLMServerError: the LLM server did not start.
     """
     from pipelines.local import local_llm
-    from sessions.supervisor import SessionSupervisor
+    from runtime.supervisor import SessionSupervisor
     from transports.daily import release_session_room
 
     stale = await store.fail_live_sessions("server restarted")
@@ -162,7 +206,7 @@ async def _turn_service(settings: Settings) -> AsyncIterator[str]:
 
 
 def spare_kinds(settings: Settings | None = None) -> tuple[str, ...]:
-    """The warm spares the server keeps (:data:`sessions.supervisor.SPARE_KINDS`).
+    """The warm spares the server keeps (:data:`runtime.supervisor.SPARE_KINDS`).
 
     ``local`` always; ``cloud`` if a cloud tier is usable; ``phone`` if, as well, Twilio or
     Telnyx calls can arrive (their webhook secret is in ``settings``). A cloud spare
@@ -170,7 +214,7 @@ def spare_kinds(settings: Settings | None = None) -> tuple[str, ...]:
     set: on an offline machine it would never be used.
     """
     from config.tiers import load_tiers
-    from sessions.supervisor import spare_kind
+    from runtime.supervisor import spare_kind
 
     tiers = load_tiers()
     usable_cloud = any(spare_kind(n) == "cloud" and not t.missing_env() for n, t in tiers.items())

@@ -1,0 +1,260 @@
+"""Start a session: the one path every entry point takes (REST, phone webhooks, Daily dial-in).
+
+:func:`launch` checks the runtime, reserves a session slot, checks the learner's monthly
+quotas, creates the store row, the Daily room where there is one, the :class:`SessionSpec`,
+and spawns the session's process. Any refusal is one exception, :class:`LaunchError` (an
+:class:`api.errors.ApiError`): the REST and dial-in routes answer it as it is, the phone
+webhooks turn it into a spoken refusal. :func:`find_persona` and :func:`check_tier` check what
+a caller asked for before that.
+
+The slot is reserved before the first ``await``: every request that passed a capacity check
+is counted before the next request makes its own, so concurrent requests can never start
+more than ``max_sessions`` processes. The reservation passes to the supervisor when its
+``spawn`` starts (it counts a process as running from its first step) and is dropped on any
+failure before then.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Protocol
+
+from loguru import logger
+
+from api.deps import AppContext
+from api.errors import ApiError
+from api.quotas import check_quotas
+from api.runtime import SlotReservation, known_tiers, missing_env
+from config.personas import Persona, list_personas, load_persona
+from config.tiers import get_tier
+from contracts.session_spec import SessionSpec, Transport
+from runtime.protocol import CapacityError
+from store import LearnerInfo, SessionInfo
+from transports.daily import DailyError, release_session_room
+
+
+class LaunchError(ApiError):
+    """A session that did not start, with the API answer that says why.
+
+    ``code`` is one of ``runtime_unavailable`` (503: no supervisor or LLM server),
+    ``at_capacity`` (429 with ``Retry-After``), ``quota_exceeded`` (402 with ``quota``,
+    ``limit``, ``used``, ``upgrade_url``), ``transport_unavailable`` (503: Daily failed) and
+    ``session_start_failed`` (503: the process did not become ready).
+    """
+
+    @classmethod
+    def from_api_error(cls, e: ApiError) -> LaunchError:
+        """The same answer as ``e``, as a :class:`LaunchError`."""
+        return cls(e.status, e.code, e.message, e.headers, e.extra)
+
+
+class Room(Protocol):
+    """A session's Daily room as :func:`launch` needs it (``DailyRoom``, ``DialinRoom``)."""
+
+    @property
+    def url(self) -> str:
+        """The room's URL, which the bot joins."""
+        ...
+
+    @property
+    def bot_token(self) -> str:
+        """The bot's meeting token (owner) for the room."""
+        ...
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """What to start.
+
+    Attributes:
+        learner: Who the session is for (the session row belongs to the learner's API key),
+            or a coroutine function that finds or creates the learner, awaited only once a
+            slot is reserved (a phone caller's guest record is not created when all slots
+            are busy).
+        persona: The tutor or examiner.
+        tier: A tier name already checked against ``config/tiers.yaml``.
+        transport: How the learner connects.
+        learner_name: The name the tutor uses for the learner (``None``: none), from the
+            learner record; by default the record's name.
+        make_room: For Daily sessions: creates the session's room from its id; raises
+            ``DailyError`` when Daily fails. ``None`` for other transports.
+        daily_call_id: Daily pinless dial-in: the held call's ``callId``.
+        daily_call_domain: Daily pinless dial-in: the call's ``callDomain``.
+    """
+
+    learner: LearnerInfo | Callable[[], Awaitable[LearnerInfo]]
+    persona: Persona
+    tier: str
+    transport: Transport
+    learner_name: Callable[[LearnerInfo], str | None] = attrgetter("name")
+    make_room: Callable[[str], Awaitable[Room]] | None = None
+    daily_call_id: str | None = None
+    daily_call_domain: str | None = None
+
+
+@dataclass(frozen=True)
+class Launched:
+    """A started session.
+
+    Attributes:
+        session: The store's row as it stands after the spawn (status ``ready``).
+        token: The session's browser token (WebRTC signalling).
+        spec: What the process was told to run.
+        room: The Daily room, or ``None``.
+    """
+
+    session: SessionInfo
+    token: str
+    spec: SessionSpec
+    room: Room | None
+
+
+def find_persona(persona_id: str) -> Persona:
+    """Return a packaged persona by id.
+
+    The id is matched against the packaged list first, so no caller-given text ever becomes
+    a file path.
+
+    Raises:
+        ApiError: 422 ``unknown_persona`` (the message lists the known ones).
+    """
+    known = list_personas()
+    if persona_id not in known:
+        raise ApiError(
+            422, "unknown_persona", f"unknown persona {persona_id!r}; known: {', '.join(known)}"
+        )
+    return load_persona(persona_id)
+
+
+def check_tier(tier: str) -> None:
+    """Accept ``tier`` if this build knows it and its environment is complete.
+
+    Raises:
+        ApiError: 422 ``unknown_tier``; 503 ``tier_unavailable`` naming the missing variables.
+    """
+    tiers = known_tiers()
+    if tier not in tiers:
+        raise ApiError(422, "unknown_tier", f"unknown tier {tier!r}; known: {', '.join(tiers)}")
+    missing = missing_env(tier)
+    if missing:
+        raise ApiError(
+            503, "tier_unavailable", f"tier {tier!r} needs {', '.join(missing)} to be set"
+        )
+
+
+def _at_capacity(message: str, retry_after_s: int) -> LaunchError:
+    return LaunchError(429, "at_capacity", message, {"Retry-After": str(max(1, retry_after_s))})
+
+
+async def launch(ctx: AppContext, req: LaunchRequest) -> Launched:
+    """Start ``req``'s session and return once its process is ready.
+
+    Raises:
+        LaunchError: the session did not start (the class doc lists the codes). A session
+            row created before the failure is marked ``failed`` with the reason, and a Daily
+            room created for it is deleted.
+    """
+    supervisor = ctx.supervisor
+    if supervisor is None or not ctx.llm_base_url:
+        what = "session runtime" if supervisor is None else "LLM server"
+        raise LaunchError(503, "runtime_unavailable", f"{what} not configured")
+    # No await before the reservation: see the module doc.
+    slot = ctx.slots.reserve(supervisor)
+    if slot is None:
+        ctx.metrics.error("capacity")
+        raise _at_capacity(f"all {supervisor.max_sessions} session slots are busy", 30)
+    try:
+        return await _start(ctx, req, slot)
+    finally:
+        slot.release()
+
+
+async def _start(ctx: AppContext, req: LaunchRequest, slot: SlotReservation) -> Launched:
+    supervisor = ctx.supervisor
+    assert supervisor is not None and ctx.llm_base_url  # checked by launch()
+    learner = req.learner if isinstance(req.learner, LearnerInfo) else await req.learner()
+    try:
+        grant = await check_quotas(
+            ctx.store, get_tier(req.tier), learner.id, ctx.settings.upgrade_url
+        )
+    except ApiError as e:
+        raise LaunchError.from_api_error(e) from None
+    info, token = await ctx.store.create_session(
+        learner.id, learner.owner_key_id, req.persona.id, req.tier, req.transport
+    )
+    sid, log = info.id, logger.bind(session_id=info.id)
+    room = None
+    if req.make_room is not None:
+        try:
+            room = await req.make_room(sid)
+        except DailyError as e:
+            await ctx.store.set_session_status(sid, "failed", f"failed to start: {e}")
+            ctx.metrics.error("daily")
+            log.error("Daily room not created: {}", e)
+            raise LaunchError(
+                503, "transport_unavailable", f"Daily is unavailable: {e} (session {sid})"
+            ) from None
+    spec = SessionSpec(
+        session_id=sid,
+        persona=req.persona.id,
+        tier=req.tier,
+        transport=req.transport,
+        llm_base_url=ctx.llm_base_url,
+        cefr_level=learner.cefr_level,
+        learner_name=req.learner_name(learner),
+        idle_timeout_s=ctx.settings.session_idle_timeout_s,
+        exchange_limit=grant.exchanges,
+        tts_chars_left=grant.tts_characters,
+        daily_room_url=room.url if room else None,
+        daily_token=room.bot_token if room else None,
+        daily_call_id=req.daily_call_id,
+        daily_call_domain=req.daily_call_domain,
+    )
+    started = time.monotonic()
+    try:
+        await _spawn(ctx, spec, slot)
+    except BaseException:
+        # No session process owns the room: delete it now.
+        await release_session_room(spec, api_url=ctx.settings.daily_api_url)
+        raise
+    ctx.metrics.observe_spawn(time.monotonic() - started)
+    current = await ctx.store.get_session(sid)
+    log.info(
+        "session started: persona={} tier={} transport={}", spec.persona, spec.tier, spec.transport
+    )
+    return Launched(session=current or info, token=token, spec=spec, room=room)
+
+
+async def _spawn(ctx: AppContext, spec: SessionSpec, slot: SlotReservation) -> None:
+    """Hand the slot to the supervisor and start the process, mapping failures.
+
+    Raises:
+        LaunchError: 429 ``at_capacity`` or 503 ``session_start_failed`` (session ``failed``).
+    """
+    supervisor = ctx.supervisor
+    assert supervisor is not None
+    sid, log = spec.session_id, logger.bind(session_id=spec.session_id)
+    # spawn() counts the process from its first step, which runs before this coroutine
+    # yields: the slot changes hands with no await in between.
+    slot.release()
+    try:
+        await supervisor.spawn(spec)
+    except CapacityError as e:
+        await ctx.store.set_session_status(sid, "failed", "rejected: all slots busy")
+        ctx.metrics.error("capacity")
+        log.warning("session rejected: {}", e)
+        raise _at_capacity(str(e), e.retry_after_s) from None
+    except RuntimeError as e:
+        await ctx.store.set_session_status(sid, "failed", f"failed to start: {e}")
+        ctx.metrics.error("spawn_failed")
+        log.error("session process failed to start: {}", e)
+        raise LaunchError(
+            503, "session_start_failed", f"the session process failed to start (session {sid})"
+        ) from None
+    except BaseException:
+        await ctx.store.set_session_status(sid, "failed", "failed to start: internal error")
+        ctx.metrics.error("spawn_failed")
+        raise
