@@ -25,6 +25,15 @@ MODEL_ALIAS = "tutor"
 """Model name sessions send; the server maps it to whichever GGUF it loaded."""
 
 
+PROMPT_CACHE_BYTES = 64 << 20
+"""``--cache_size`` of the server's prompt cache, bytes (64 MiB). llama-cpp-python counts only
+the model state (~29 KB per token for Qwen2.5 1.5B) against it, but each cached entry also
+keeps a copy of the logits buffer (up to 512 x 151,936 floats, ~300 MB); at the default 2 GiB
+the server grew by ~180 MB per distinct prompt until the kernel killed it (measured: 4.3 GB
+after 10 assessment prompts, 9.6 GB after 40). 64 MiB keeps a handful of prompts (a
+session's conversation, the assessment prompt) and the server at ~3.7 GB after 40."""
+
+
 class LLMServerError(RuntimeError):
     """The local LLM server could not be started or did not become ready."""
 
@@ -130,6 +139,7 @@ class LlamaServer:
             # Keep each conversation's evaluated prefix across requests: a new turn then only
             # processes the new tokens instead of the whole system prompt again.
             "--cache", "true",
+            "--cache_size", str(PROMPT_CACHE_BYTES),
             "--verbose", "false",
         ]  # fmt: skip
 
