@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 # System packages: espeak-ng speaks German and Czech; pocketsphinx-testdata ships real
 # English recordings (LibriVox, with transcripts) used by the demo and the tests; chromium
 # runs the browser-room test headless (Playwright drives it; no browser download).
-APT_PACKAGES=(espeak-ng pocketsphinx-testdata chromium)
+# hunspell-de-de and hunspell-cs are the dictionaries that check the tutors' corrections;
+# libhunspell-dev lets pip build the Hunspell binding against them.
+APT_PACKAGES=(espeak-ng pocketsphinx-testdata chromium hunspell-de-de hunspell-cs libhunspell-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,0 +1,99 @@
+"""The examiner: grades follow a fixed rule from the key points; the bank drives the questions."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from config.acs import load_acs_bank
+from config.personas import load_persona
+from pipelines.assessment import ExaminerStep, lead, next_question
+from services.assessment.grading import AnswerGrader, QuestionIndex, grade_from, messages
+from services.assessment.json_chat import JsonChat, JsonChatError
+from testkit.fake_chat import ScriptedChat
+
+BANK = load_acs_bank()
+EXAMINER = load_persona("aviation-examiner")
+
+
+def statuses(*values: str) -> dict[str, object]:
+    return {"statuses": list(values)}
+
+
+def question_with(n_points: int):
+    return next(q for q in BANK.questions if len(q.key_points) == n_points)
+
+
+def test_grade_follows_the_key_points() -> None:
+    q = question_with(3)
+    assert grade_from(q, statuses("covered", "covered", "covered")["statuses"]) == (
+        "satisfactory",
+        (),
+    )
+    grade, missing = grade_from(q, statuses("covered", "missing", "covered")["statuses"])
+    assert grade == "probe" and missing == (q.key_points[1],)
+    grade, missing = grade_from(q, statuses("covered", "missing", "wrong")["statuses"])
+    assert grade == "unsatisfactory" and missing == (q.key_points[2], q.key_points[1])
+    # A point the model did not report counts as missed, never as covered.
+    assert grade_from(q, statuses("covered")["statuses"])[0] == "probe"
+
+
+def test_questions_are_found_by_id_wording_or_keywords() -> None:
+    index = QuestionIndex(BANK)
+    first = BANK.questions[0]
+    assert index.find(first.id) == first and index.find(first.question) == first
+    found = index.find("What documents must be on board the airplane?")
+    assert found is not None and found.task.startswith("PA.I.")
+    assert index.find("...") is None
+
+
+async def test_an_unsatisfactory_answer_gets_the_reference_with_its_source() -> None:
+    q = question_with(3)
+    chat = ScriptedChat(objects=[statuses("wrong", "covered", "covered")])
+    a = await AnswerGrader(cast(JsonChat, chat), BANK).grade(q, "a confident wrong fact")
+    assert a.grade is not None and a.grade.grade == "unsatisfactory"
+    said = lead(EXAMINER, a, "Next question?")
+    assert said.startswith("That's not correct.")
+    assert q.reference in said and q.source in said and said.endswith("Next question?")
+    # The learner's answer is a JSON string inside the user message.
+    assert '"a confident wrong fact"' in chat.asked[0][-1]["content"]
+    assert messages(q, "x")[0]["role"] == "system"
+
+
+async def test_a_model_fault_is_a_probe_never_a_pass_or_a_fail() -> None:
+    q = question_with(2)
+    chat = ScriptedChat(objects=[JsonChatError("down")])
+    a = await AnswerGrader(cast(JsonChat, chat), BANK).grade(q, "something")
+    assert a.grade is not None and a.grade.grade == "probe" and "failed" in a.extra
+
+
+def test_next_question_covers_every_area_before_repeating_weak_tasks() -> None:
+    asked: list[str] = []
+    areas = []
+    for _ in BANK.areas:
+        q = next_question(BANK, asked)
+        assert q is not None
+        asked.append(q.id)
+        areas.append(q.area)
+    assert sorted(areas) == sorted(BANK.areas)
+    weak = BANK.questions[-1].task
+    nxt = next_question(BANK, asked, weak_tasks=[weak])
+    assert nxt is not None and nxt.task == weak
+
+
+async def test_two_probes_then_a_partial_answer_is_unsatisfactory_and_the_exam_moves_on() -> None:
+    q = BANK.questions[0]
+    partial = statuses(*(["covered"] + ["missing"] * (len(q.key_points) - 1)))
+    chat = ScriptedChat(objects=[partial, partial, partial])
+    step = ExaminerStep(EXAMINER, AnswerGrader(cast(JsonChat, chat), BANK), first=q.id)
+    assert step.current == q
+    for _ in range(2):
+        result = await step("half an answer")
+        assert result.assessment is not None and result.assessment.grade is not None
+        assert result.assessment.grade.grade == "probe"
+        assert q.question in result.lead and step.current == q
+    result = await step("half an answer")
+    assert result.assessment is not None and result.assessment.grade is not None
+    assert result.assessment.grade.grade == "unsatisfactory"
+    assert q.reference in result.lead and step.current != q
+    assert step.current is not None and step.current.question in result.lead
+    assert not result.reply_needed
