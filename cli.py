@@ -12,7 +12,7 @@ import asyncio
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from loguru import logger
@@ -23,6 +23,9 @@ from rich.table import Table
 from config.personas import PersonaError, list_personas, load_persona
 from config.settings import get_settings
 from config.tiers import Link
+
+if TYPE_CHECKING:
+    from transports.file import TypedTurn
 
 app = typer.Typer(help="voxtutor: realtime voice tutoring on Pipecat.", no_args_is_help=True)
 models_app = typer.Typer(help="Offline models shipped in PyPI packages.", no_args_is_help=True)
@@ -48,8 +51,14 @@ def _configure_logging(verbose: bool) -> None:
 @app.command()
 def session(
     persona: Annotated[str, typer.Option(help="Persona id, see `voxtutor personas`.")],
-    audio: Annotated[list[Path], typer.Option(help="Learner recording; repeat for more turns.")],
     out: Annotated[Path, typer.Option(help="Directory for transcript.json and WAVs.")],
+    audio: Annotated[
+        list[Path] | None, typer.Option(help="Learner recording; repeat for more turns.")
+    ] = None,
+    say: Annotated[
+        list[str] | None,
+        typer.Option(help="A typed learner turn (no STT); repeat, mix with --audio in order."),
+    ] = None,
     level: Annotated[str | None, typer.Option(help="Learner CEFR level (A1..C2).")] = None,
     tier: Annotated[str, typer.Option(help="Tier, see `voxtutor tiers`.")] = "local",
     llm_base_url: Annotated[
@@ -57,7 +66,7 @@ def session(
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run a tutoring session: each --audio file is one learner turn, the bot answers each."""
+    """Run a tutoring session: each --audio file or --say text is one learner turn."""
     from pipelines.file_session import run_file_session
     from services.llama_server import LLMServerError
     from transports.file import AudioFileError
@@ -65,10 +74,11 @@ def session(
 
     _configure_logging(verbose)
     settings = get_settings()
+    turns = _in_command_line_order(audio or [], say or [], sys.argv)
     try:
         result = asyncio.run(
             run_file_session(
-                persona, audio, out, settings, level=level, llm_base_url=llm_base_url, tier=tier
+                persona, turns, out, settings, level=level, llm_base_url=llm_base_url, tier=tier
             )
         )
     except (PersonaError, AudioFileError, ModelError, LLMServerError, ValueError) as e:
@@ -79,6 +89,64 @@ def session(
         extra = f"  [dim]({turn.latency_ms} ms voice-to-voice)[/]" if turn.latency_ms else ""
         console.print(f"[bold]{who}:[/] {escape(turn.text)}{extra}")
     console.print(f"[dim]wrote {result.out_dir / 'transcript.json'}[/]")
+
+
+def _in_command_line_order(
+    audio: list[Path], say: list[str], argv: list[str]
+) -> list[Path | TypedTurn]:
+    """The learner turns in the order ``--audio`` and ``--say`` were given on the command line.
+
+    Typer collects each option into its own list; the order between them comes from ``argv``
+    (``--audio X``, ``--audio=X`` and the same for ``--say``).
+    """
+    from transports.file import TypedTurn
+
+    kinds = [a.split("=", 1)[0] for a in argv if a.split("=", 1)[0] in ("--audio", "--say")]
+    if len(kinds) != len(audio) + len(say):  # called not from the command line: audio first
+        kinds = ["--audio"] * len(audio) + ["--say"] * len(say)
+    paths, texts = iter(audio), iter(say)
+    return [next(paths) if k == "--audio" else TypedTurn(next(texts)) for k in kinds]
+
+
+@app.command()
+def assess(
+    persona: Annotated[str, typer.Option(help="Persona id, see `voxtutor personas`.")],
+    texts: Annotated[list[str], typer.Argument(help="Learner texts, one turn each.")],
+    level: Annotated[str | None, typer.Option(help="Learner CEFR level (A1..C2).")] = None,
+    question: Annotated[
+        str | None, typer.Option(help="Examiner: the question answered (id, text or keywords).")
+    ] = None,
+    llm_base_url: Annotated[
+        str | None, typer.Option(help="Use this OpenAI-compatible server, not llama.cpp.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Print, one JSON object per line, the assessment a session would make of each text."""
+    import json
+
+    from pipelines.assessment import turn_assessor
+    from services.llama_server import LLMServerError
+    from weights.registry import ModelError
+
+    _configure_logging(verbose)
+    try:
+        found = load_persona(persona)
+    except PersonaError as e:
+        raise _fail(e) from None
+
+    async def run() -> None:
+        if found.role == "examiner" and not question:
+            raise ValueError("the examiner grades an answer to a question: pass --question")
+        settings = get_settings()
+        async with turn_assessor(found, settings, level=level, llm_base_url=llm_base_url) as f:
+            for text in texts:
+                _, line = await f(text, question)
+                print(json.dumps(line, ensure_ascii=False), flush=True)
+
+    try:
+        asyncio.run(run())
+    except (ModelError, LLMServerError, ValueError) as e:
+        raise _fail(e) from None
 
 
 @app.command()

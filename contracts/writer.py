@@ -32,6 +32,12 @@ class SessionWriter(Protocol):
         """Store a session event (:mod:`contracts.events`) with a JSON object of details."""
         ...
 
+    async def add_assessment(
+        self, session_id: str, assessment: Mapping[str, Any], turn_index: int | None = None
+    ) -> object:
+        """Store a learner turn's assessment (``contracts.assessment.Assessment.to_dict()``)."""
+        ...
+
     async def add_usage_event(
         self,
         session_id: str,

@@ -27,12 +27,23 @@ from pipecat.workers.runner import WorkerRunner
 from config.personas import Persona, load_persona
 from config.settings import Settings
 from config.tiers import Tier, TierError, get_tier
+from contracts.assessment import Assessment
 from contracts.turns import TurnRecord
+from pipelines.assessment import ExaminerStep, TutorStep, tutoring_step
 from pipelines.local import local_llm
 from pipelines.session import build_session
 from pipelines.tiers import build_tier_services
+from processors.assessment import AssessmentProcessor
+from services.assessment.dictionary import DICTIONARIES, load_dictionary
+from services.assessment.json_chat import JsonChat
 from services.llama_server import warm_up
-from transports.file import FileTransport, FileTransportParams, load_learner_audio
+from transports.file import (
+    FileTransport,
+    FileTransportParams,
+    LearnerTurn,
+    TypedTurn,
+    load_learner_audio,
+)
 from weights.registry import PIPER_MODEL, WHISPER_MODEL
 
 TRANSCRIPT_SCHEMA_VERSION = 1
@@ -87,16 +98,56 @@ def _models(tier: Tier, persona: Persona, settings: Settings) -> dict[str, str]:
     return out
 
 
-def _prepare(audio_paths: Sequence[Path], sample_rate: int, out_dir: Path) -> list[Any]:
+def _with_assessments(
+    turns: Sequence[TurnRecord], assessments: Sequence[Assessment]
+) -> list[dict[str, Any]]:
+    """The turns as ``transcript.json`` has them: each learner turn with its ``assessment``.
+
+    An assessment belongs to the first learner turn not yet matched whose text it assessed.
+    """
+    pending = list(assessments)
+    out = []
+    for turn in turns:
+        row = turn.to_dict()
+        if turn.role == "learner":
+            found = next((a for a in pending if a.text.strip() == turn.text.strip()), None)
+            if found is not None:
+                pending.remove(found)
+            row["assessment"] = found.to_dict() if found is not None else None
+        out.append(row)
+    return out
+
+
+async def _tutoring_step(
+    persona: Persona, chat: JsonChat, level: str | None
+) -> TutorStep | ExaminerStep | None:
+    """The persona's tutoring step, its dictionary loaded off the event loop."""
+    if persona.role == "tutor" and persona.language in DICTIONARIES:
+        await asyncio.to_thread(load_dictionary, persona.language)
+    return tutoring_step(persona, chat, level, first_question=persona.greeting)
+
+
+def _prepare(
+    audio_paths: Sequence[Path | TypedTurn], sample_rate: int, out_dir: Path
+) -> list[LearnerTurn]:
     """Load every recording (failing before any model loads) and create ``out_dir``."""
-    recordings = [load_learner_audio(p, sample_rate) for p in audio_paths]
+    turns = [
+        p if isinstance(p, TypedTurn) else load_learner_audio(p, sample_rate) for p in audio_paths
+    ]
     out_dir.mkdir(parents=True, exist_ok=True)
-    return recordings
+    return turns
+
+
+def _input(item: Path | TypedTurn, offset_ms: int) -> dict[str, Any]:
+    """One ``transcript.json`` input: ``{"path", "offset_ms"}`` or ``{"typed", "offset_ms"}``."""
+    if isinstance(item, TypedTurn):
+        return {"typed": item.text, "offset_ms": offset_ms}
+    return {"path": str(item), "offset_ms": offset_ms}
 
 
 async def run_file_session(
     persona_id: str,
-    audio_paths: Sequence[Path],
+    audio_paths: Sequence[Path | TypedTurn],
     out_dir: Path,
     settings: Settings,
     *,
@@ -109,7 +160,8 @@ async def run_file_session(
 
     Args:
         persona_id: e.g. ``german-tutor``.
-        audio_paths: Learner recordings (WAV/FLAC/OGG, any rate, mono or stereo).
+        audio_paths: Learner turns in order: recordings (WAV/FLAC/OGG, any rate, mono or
+            stereo) or typed turns (:class:`~transports.file.TypedTurn`, no STT).
         out_dir: Created if missing; receives ``transcript.json``, ``bot.wav`` (mono) and
             ``conversation.wav`` (stereo: learner left, bot right), both at 24000 Hz.
         settings: Runtime settings.
@@ -132,7 +184,7 @@ async def run_file_session(
     if missing:
         raise TierError(f"tier {tier!r} needs {', '.join(missing)} to be set")
     if not audio_paths:
-        raise ValueError("give at least one learner recording (--audio FILE)")
+        raise ValueError("give at least one learner turn (--audio FILE or --say TEXT)")
     params = params or FileTransportParams()
     recordings = await asyncio.to_thread(_prepare, audio_paths, params.sample_rate, out_dir)
     if llm_base_url:
@@ -168,6 +220,9 @@ async def run_file_session(
         async def _merged(_p: Any, merged: bytes, rate: int, _ch: int) -> None:
             tracks["conversation"] = merged
 
+        chat = JsonChat(base_url)
+        step = await _tutoring_step(persona, chat, level)
+        assessor = AssessmentProcessor(step) if step is not None else None
         session = build_session(
             persona,
             stt=services.stt,
@@ -177,6 +232,7 @@ async def run_file_session(
             settings=settings,
             recorders=[audio],
             audio_out_sample_rate=OUTPUT_SAMPLE_RATE,
+            assessment=assessor,
         )
         runner = WorkerRunner(handle_sigint=False)
         await runner.add_workers(session.worker)
@@ -191,6 +247,7 @@ async def run_file_session(
             await runner.run()
         finally:
             ender.cancel()
+            await chat.aclose()
         await session.recorder.flush()
 
     turns = session.recorder.turns
@@ -205,7 +262,7 @@ async def run_file_session(
         "started_at": started.isoformat(),
         "models": _models(tier_config, persona, settings),
         "inputs": [
-            {"path": str(p), "offset_ms": off}
+            _input(p, off)
             for p, off in zip(audio_paths, transport.input().turn_offsets_ms, strict=False)
         ],
         "audio": {
@@ -213,7 +270,7 @@ async def run_file_session(
             "conversation": "conversation.wav",
             "sample_rate": OUTPUT_SAMPLE_RATE,
         },
-        "turns": [t.to_dict() for t in turns],
+        "turns": _with_assessments(turns, assessor.assessments if assessor else []),
         "summary": _summary(turns),
     }
     (out_dir / "transcript.json").write_text(

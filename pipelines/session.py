@@ -107,6 +107,7 @@ def build_session(
     user_turn_strategies: UserTurnStrategies | None = None,
     rtvi: bool = True,
     pipecat_defaults: bool = False,
+    assessment: FrameProcessor | None = None,
 ) -> SessionPipeline:
     """Assemble one tutoring session.
 
@@ -140,6 +141,9 @@ def build_session(
             (:func:`input_audio_stop`; they go on anyway when ``recorders`` are given); and
             frame events reach only the observers that use them
             (:mod:`observers.dispatch`).
+        assessment: The tutoring step's processor
+            (:class:`processors.assessment.AssessmentProcessor`), placed between the user
+            aggregator and the LLM; ``None``: the reply model alone answers each turn.
 
     Returns:
         The built :class:`SessionPipeline`; run ``session.worker`` with a ``WorkerRunner``.
@@ -161,6 +165,7 @@ def build_session(
         user_aggregator,
         # Recorders after the output need the learner's audio; nothing else downstream does.
         *([] if recorders or pipecat_defaults else [input_audio_stop()]),
+        *([assessment] if assessment is not None else []),
         *_group(llm),
         LLMTextProcessor(text_aggregator=SentenceAggregator()),
         *_group(tts),

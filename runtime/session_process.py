@@ -117,13 +117,18 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
 
     from config.personas import load_persona
     from config.settings import get_settings
+    from contracts.assessment import Assessment
     from contracts.turns import TurnRecord
     from observers.usage_meter import usage_observer
+    from pipelines.assessment import tutoring_step
     from pipelines.quota import SessionQuota
     from pipelines.session import SessionPipeline, build_session
     from pipelines.tiers import build_tier_services
+    from processors.assessment import AssessmentProcessor
     from runtime.realtime_process import build_realtime_session_in_process, is_speech_to_speech
     from runtime.store_relay import StoreRelay
+    from services.assessment.dictionary import DICTIONARIES, load_dictionary
+    from services.assessment.json_chat import JsonChat
 
     channel = channel or _Channel()
     settings = get_settings()
@@ -151,6 +156,28 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     started: asyncio.Event = asyncio.Event()
     tasks: set[asyncio.Task[Any]] = set()
     session_box: dict[str, Any] = {}
+
+    step = tutoring_step(
+        persona, JsonChat(spec.llm_base_url), spec.cefr_level, first_question=persona.greeting
+    )
+    if persona.role == "tutor" and persona.language in DICTIONARIES:
+        # Load the tutor's dictionary while the learner connects, not on the first turn.
+        preload = asyncio.create_task(asyncio.to_thread(load_dictionary, persona.language))
+        tasks.add(preload)
+        preload.add_done_callback(tasks.discard)
+
+    async def on_assessment(assessment: Assessment) -> None:
+        session = session_box.get("session")
+        turns = session.recorder.turns if session is not None else []
+        index = next(
+            (
+                t.index
+                for t in reversed(turns)
+                if t.role == "learner" and t.text.strip() == assessment.text.strip()
+            ),
+            None,
+        )
+        await store.add_assessment(spec.session_id, assessment.to_dict(), index)
 
     async def on_turn(turn: TurnRecord) -> None:
         await store.add_turn(spec.session_id, turn)
@@ -183,6 +210,7 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
                 idle_timeout_secs=spec.idle_timeout_s,
                 on_turn=on_turn,
                 observers=[usage_observer(store, spec.session_id, services)],
+                assessment=(AssessmentProcessor(step, on_assessment) if step is not None else None),
                 **phone,
             )
         session_box["session"] = session

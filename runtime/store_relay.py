@@ -25,7 +25,7 @@ from typing import Any
 from contracts.turns import TurnRecord
 
 RELAYED_CALLS = frozenset(
-    {"add_turn", "set_session_status", "add_session_event", "add_usage_event"}
+    {"add_turn", "set_session_status", "add_session_event", "add_usage_event", "add_assessment"}
 )
 """The store methods a session process may call (``store.Store``'s, same arguments)."""
 
@@ -66,6 +66,12 @@ class StoreRelay:
     ) -> None:
         """Store a session event: ``kind`` (1 to 50 characters) with a JSON object."""
         self._call("add_session_event", session_id, kind, dict(data or {}))
+
+    async def add_assessment(
+        self, session_id: str, assessment: Mapping[str, Any], turn_index: int | None = None
+    ) -> None:
+        """Store a learner turn's assessment (``Assessment.to_dict()``)."""
+        self._call("add_assessment", session_id, dict(assessment), turn_index)
 
     async def add_usage_event(
         self,

@@ -5,6 +5,10 @@ at real-time pace (20 ms frames, with silence before and after, so Silero VAD an
 strategy see what a microphone would give them). The next recording starts only after the
 bot has answered the previous one (or a timeout passed). The output side plays the bot's
 audio at real-time pace like a speaker, so barge-in and latency behave as in a live call.
+
+A :class:`TypedTurn` is a learner turn typed instead of spoken (no microphone): it enters
+the pipeline as the frames a finished utterance produces (speech start, a final transcript,
+speech stop), so everything after STT treats it as it treats speech.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from pipecat.frames.frames import (
     InputAudioRawFrame,
     OutputAudioRawFrame,
     StartFrame,
+    TranscriptionFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_input import BaseInputTransport
@@ -36,6 +43,21 @@ from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 FRAME_MS = 20
 """Duration of one input audio frame in ms."""
+
+
+@dataclass(frozen=True)
+class TypedTurn:
+    """A learner turn given as text: it skips STT (``voxtutor session --say``).
+
+    Attributes:
+        text: What the learner typed.
+    """
+
+    text: str
+
+
+LearnerTurn = np.ndarray | TypedTurn
+"""One learner turn: a recording (``int16`` mono at the input rate) or typed text."""
 
 
 class AudioFileError(ValueError):
@@ -117,7 +139,7 @@ class FileInputTransport(BaseInputTransport):
 
     def __init__(
         self,
-        recordings: Sequence[np.ndarray],
+        recordings: Sequence[LearnerTurn],
         params: FileTransportParams,
         bot: _BotSpeech,
         done: asyncio.Event,
@@ -184,6 +206,15 @@ class FileInputTransport(BaseInputTransport):
         for _ in range(max(1, ms // FRAME_MS)):
             await self._send(self._silence)
 
+    async def _type(self, text: str) -> None:
+        """Send a typed turn as a finished utterance: speech start, final transcript, stop."""
+        await self.push_frame(VADUserStartedSpeakingFrame(start_secs=0.0))
+        await self._silence_for(200)
+        await self.push_frame(
+            TranscriptionFrame(text=text, user_id="learner", timestamp="", finalized=True)
+        )
+        await self.push_frame(VADUserStoppedSpeakingFrame(stop_secs=0.0))
+
     async def _wait_for_reply(self, since: float) -> bool:
         """Send silence until the bot spoke after ``since`` and has been quiet ``settle_ms``."""
         deadline = time.monotonic() + self._pacing.reply_timeout_s
@@ -204,13 +235,16 @@ class FileInputTransport(BaseInputTransport):
         self._frames_sent = 0
         if self._pacing.wait_for_greeting and not await self._wait_for_reply(self._t0 - 1):
             logger.warning("the bot did not greet within the reply timeout")
-        for i, pcm in enumerate(self._recordings):
+        for i, turn in enumerate(self._recordings):
             await self._silence_for(self._pacing.lead_in_ms)
             self.turn_offsets_ms.append(self._frames_sent * FRAME_MS)
-            data = pcm.tobytes()
-            step = self._samples_per_frame * 2
-            for off in range(0, len(data), step):
-                await self._send(data[off : off + step].ljust(step, b"\x00"))
+            if isinstance(turn, TypedTurn):
+                await self._type(turn.text)
+            else:
+                data = turn.tobytes()
+                step = self._samples_per_frame * 2
+                for off in range(0, len(data), step):
+                    await self._send(data[off : off + step].ljust(step, b"\x00"))
             if not await self._wait_for_reply(time.monotonic()):
                 logger.warning(f"no reply to learner turn {i + 1} within the reply timeout")
         self._done.set()
@@ -253,7 +287,8 @@ class FileTransport(BaseTransport):
     """Learner recordings in, bot speech out; ``done`` is set after the last reply.
 
     Args:
-        recordings: One ``int16`` mono array per learner turn, at ``params.sample_rate``.
+        recordings: One learner turn each: an ``int16`` mono array at ``params.sample_rate``,
+            or a :class:`TypedTurn`.
         params: Pacing.
         output_sample_rate: Output rate in Hz (``None``: the pipeline's).
         output: A speaker to use instead of a plain :class:`FileOutputTransport` (e.g. one
@@ -262,7 +297,7 @@ class FileTransport(BaseTransport):
 
     def __init__(
         self,
-        recordings: Sequence[np.ndarray],
+        recordings: Sequence[LearnerTurn],
         params: FileTransportParams | None = None,
         output_sample_rate: int | None = None,
         output: FileOutputTransport | None = None,

@@ -110,6 +110,10 @@ async def test_webrtc_session_greets_hears_speech_answers_and_stores_turns(env, 
     assert "disposed" in learner.text.lower() or "young man" in learner.text.lower()
     assert (await store.get_session(sid)).status == "active"
     assert received["samples"] > RATE  # > 1 s of the bot's voice reached the "browser"
+    # The examiner's grade of the answer reached the store through the process's relay.
+    results = await store.list_acs_results(sid)
+    assert results and results[0].task.startswith("PA.")
+    assert results[0].turn_index in {t.index for t in turns if t.role == "learner"}
     # The learner's turn ended on the server's shared smart-turn model, not a session copy.
     assert turn_service.requests >= 1
 

@@ -1,0 +1,308 @@
+"""The tutoring step of a session: which assessor a persona gets, and what the reply must say.
+
+Tutors (German, Czech) get a checked grammar correction of every learner sentence
+(:class:`services.assessment.gec.GrammarCorrector`); the examiner gets each answer graded
+against the ACS question bank (:class:`services.assessment.grading.AnswerGrader`) and asks
+from the bank. The reply is generated *with* the checked assessment: :func:`lead` is what the
+reply starts with (the corrected sentence; the right fact and its source after an
+unsatisfactory answer; the follow-up or next question), and :func:`context_note` tells the
+reply model what was found, so even a small model says the right correction or fact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+from config.acs import AcsBank, AcsQuestion, load_acs_bank
+from config.personas import Persona
+from config.settings import Settings
+from contracts.assessment import Assessment, Assessor
+from pipelines.local import local_llm
+from processors.assessment import StepResult
+from services.assessment.dictionary import load_dictionary
+from services.assessment.gec import EXAMPLES, GrammarCorrector
+from services.assessment.grading import AnswerGrader
+from services.assessment.json_chat import JsonChat
+
+MAX_PROBES = 2
+"""Follow-up questions the examiner asks on one question before grading it unsatisfactory."""
+
+
+def build_assessor(persona: Persona, chat: JsonChat, level: str | None = None) -> Assessor | None:
+    """The assessor of ``persona``'s learner turns, or ``None`` for a persona without one.
+
+    Raises:
+        config.acs.AcsError: the examiner's question bank is invalid.
+    """
+    if persona.role == "examiner":
+        return AnswerGrader(chat, load_acs_bank())
+    if persona.language in EXAMPLES:
+        return GrammarCorrector(chat, persona.language, level or persona.cefr_level)
+    return None
+
+
+def next_question(
+    bank: AcsBank, asked: Iterable[str] = (), weak_tasks: Iterable[str] = ()
+) -> AcsQuestion | None:
+    """The next question to ask: an area not covered yet first, then a weak task's.
+
+    Args:
+        bank: The question bank.
+        asked: Ids of the questions already asked (this session and, from the store, before).
+        weak_tasks: Task codes graded unsatisfactory or probed before, most recent first.
+
+    Returns:
+        A question not asked yet, or ``None`` when every question has been asked.
+    """
+    asked = set(asked)
+    fresh = [q for q in bank.questions if q.id not in asked]
+    if not fresh:
+        return None
+    covered = {bank.get(i).area for i in asked if any(q.id == i for q in bank.questions)}
+    for area in bank.areas:
+        if area not in covered:
+            for q in fresh:
+                if q.area == area:
+                    return q
+    for task in weak_tasks:
+        for q in fresh:
+            if q.task == task:
+                return q
+    return fresh[0]
+
+
+def lead(persona: Persona, assessment: Assessment | None, following: str | None = None) -> str:
+    """What the reply starts with, built from the checked assessment alone.
+
+    Tutors: the corrected sentence when something was corrected (else nothing). Examiner:
+    after ``unsatisfactory`` the reference answer with its source; after ``probe`` a
+    follow-up on the first missing point; after ``satisfactory`` a short acknowledgement;
+    then ``following`` (the next question), if given.
+    """
+    if assessment is None:
+        return following or ""
+    if assessment.kind == "gec":
+        return assessment.corrected or "" if assessment.errors else ""
+    grade = assessment.grade
+    if grade is None:
+        return following or ""
+    if grade.grade == "unsatisfactory":
+        said = f"That's not correct. {grade.reference} (Source: {grade.source}.)"
+    elif grade.grade == "probe":
+        said = "That's part of it. What else can you tell me?"
+    else:
+        said = "That's correct."
+    return " ".join(s for s in (said, following) if s)
+
+
+def context_note(persona: Persona, assessment: Assessment | None, reply_lead: str) -> str | None:
+    """The note the reply model gets before it answers this turn, or ``None`` for none.
+
+    It states what the checked assessment found and that the reply has begun with
+    ``reply_lead``; the learner's own words are not repeated in it.
+    """
+    if assessment is None or not reply_lead:
+        return None
+    if assessment.kind == "gec":
+        rules = "; ".join(
+            f"{e.original} → {e.corrected} ({e.rule or e.category})" for e in assessment.errors
+        )
+        return (
+            f"Checked correction of the learner's last sentence: {rules}. Your reply begins "
+            f'with the corrected sentence "{reply_lead}" (already said). Continue with one '
+            "short, friendly question that keeps the conversation going; do not correct again."
+        )
+    return (
+        f'Your reply so far (already said): "{reply_lead}". Add at most one short sentence; do '
+        "not grade again and do not ask another question."
+    )
+
+
+def record(
+    persona: Persona, assessment: Assessment | None, text: str, reply: str
+) -> dict[str, Any]:
+    """One ``voxtutor assess`` line: what the session would make of ``text``.
+
+    Tutors: ``{"text", "corrected", "errors": [{"original", "corrected", "rule", "category"}],
+    "reply"}``; the examiner: ``{"text", "question", "task", "grade", "missing", "reply"}``.
+    """
+    if persona.role == "examiner":
+        grade = assessment.grade if assessment is not None else None
+        return {
+            "text": text,
+            "question": grade.question if grade else None,
+            "task": grade.task if grade else None,
+            "grade": grade.grade if grade else None,
+            "missing": list(grade.missing) if grade else [],
+            "reply": reply,
+        }
+    errors = assessment.errors if assessment is not None else ()
+    return {
+        "text": text,
+        "corrected": assessment.corrected if assessment is not None else text,
+        "errors": [
+            {
+                "original": e.original,
+                "corrected": e.corrected,
+                "rule": e.rule,
+                "category": e.category,
+            }
+            for e in errors
+        ],
+        "reply": reply,
+    }
+
+
+class TurnAssessor:
+    """Assesses learner turns as a session of ``persona`` would (``voxtutor assess``, bench).
+
+    Args:
+        persona: The tutor or examiner.
+        assessor: Its assessor (:func:`build_assessor`).
+    """
+
+    def __init__(self, persona: Persona, assessor: Assessor):
+        self.persona = persona
+        self.assessor = assessor
+
+    async def __call__(
+        self, text: str, question: str | None = None
+    ) -> tuple[Assessment | None, dict[str, Any]]:
+        """Assess ``text`` (answering ``question``); return it with its :func:`record`.
+
+        Raises:
+            ValueError: the examiner without a ``question``.
+        """
+        if self.persona.role == "examiner" and not question:
+            raise ValueError("the examiner grades an answer to a question: pass --question")
+        assessment = await self.assessor.assess(text, question)
+        following = None
+        if self.persona.role == "examiner" and assessment is not None and assessment.grade:
+            nxt = next_question(load_acs_bank(), [assessment.grade.question_id])
+            following = nxt.question if nxt is not None else None
+        reply = lead(self.persona, assessment, following)
+        return assessment, record(self.persona, assessment, text, reply)
+
+
+@asynccontextmanager
+async def turn_assessor(
+    persona: Persona,
+    settings: Settings,
+    *,
+    level: str | None = None,
+    llm_base_url: str | None = None,
+) -> AsyncIterator[TurnAssessor]:
+    """A :class:`TurnAssessor` for ``persona`` on the local LLM or ``llm_base_url``.
+
+    Starts the local llama.cpp server unless ``llm_base_url`` (or ``settings.llm_base_url``)
+    names an OpenAI-compatible one, and loads the tutor's dictionary first.
+
+    Raises:
+        ValueError: a persona without an assessor.
+        weights.registry.ModelNotInstalledError: the local model is missing.
+        services.llama_server.LLMServerError: the local server did not start.
+    """
+    if llm_base_url:
+        settings = settings.model_copy(update={"llm_base_url": llm_base_url})
+    if persona.role == "tutor":
+        await asyncio.to_thread(load_dictionary, persona.language)
+    async with local_llm(settings) as base_url:
+        chat = JsonChat(base_url)
+        try:
+            assessor = build_assessor(persona, chat, level)
+            if assessor is None:
+                raise ValueError(f"persona {persona.id!r} has no assessment")
+            yield TurnAssessor(persona, assessor)
+        finally:
+            await chat.aclose()
+
+
+class TutorStep:
+    """A tutor's step per learner turn: the checked correction leads the reply.
+
+    Args:
+        persona: The tutor.
+        assessor: Its grammar corrector.
+    """
+
+    def __init__(self, persona: Persona, assessor: Assessor):
+        self.persona = persona
+        self.assessor = assessor
+
+    async def __call__(self, text: str) -> StepResult:
+        """Correct ``text``; lead with the corrected sentence if something was wrong."""
+        assessment = await self.assessor.assess(text)
+        said = lead(self.persona, assessment)
+        return StepResult(assessment, said, context_note(self.persona, assessment, said))
+
+
+class ExaminerStep:
+    """The examiner's step: grade each answer, then follow up, teach or ask the next question.
+
+    The examiner asks from the bank (:func:`next_question`): the greeting's question first,
+    then areas not covered yet, then weak tasks. A partly right answer gets a follow-up on
+    the same question, at most :data:`MAX_PROBES`; a third partial answer counts as
+    unsatisfactory. After an unsatisfactory answer the reference and its source are stated.
+
+    Args:
+        persona: The examiner.
+        grader: Its answer grader.
+        first: The question the greeting asks (matched to the bank), or ``None`` to start
+            with the bank's first.
+        asked: Question ids already asked of this learner (from the store).
+        weak_tasks: Task codes the learner was weak in before, most recent first.
+    """
+
+    def __init__(
+        self,
+        persona: Persona,
+        grader: AnswerGrader,
+        first: str | None = None,
+        asked: Iterable[str] = (),
+        weak_tasks: Iterable[str] = (),
+    ):
+        self.persona = persona
+        self.grader = grader
+        self.asked = list(asked)
+        self.weak = list(weak_tasks)
+        found = grader.index.find(first) if first else None
+        self.current = found or next_question(grader.bank, self.asked, self.weak)
+        self.probes = 0
+
+    async def __call__(self, text: str) -> StepResult:
+        """Grade ``text`` as the answer to the current question and lead the reply."""
+        question = self.current
+        if question is None:
+            return StepResult(None)
+        assessment = await self.grader.grade(question, text)
+        grade = assessment.grade
+        assert grade is not None
+        if grade.grade == "probe" and self.probes >= MAX_PROBES:
+            grade = replace(grade, grade="unsatisfactory")
+            assessment = replace(assessment, grade=grade)
+        if grade.grade == "probe":
+            self.probes += 1
+            said = lead(self.persona, assessment, question.question)
+            return StepResult(assessment, said, None, reply_needed=False)
+        self.asked.append(question.id)
+        if grade.grade == "unsatisfactory":
+            self.weak.insert(0, question.task)
+        self.probes = 0
+        self.current = next_question(self.grader.bank, self.asked, self.weak)
+        following = self.current.question if self.current is not None else None
+        said = lead(self.persona, assessment, following)
+        return StepResult(assessment, said, None, reply_needed=False)
+
+
+def tutoring_step(
+    persona: Persona, chat: JsonChat, level: str | None = None, first_question: str | None = None
+) -> TutorStep | ExaminerStep | None:
+    """The tutoring step of a session of ``persona``, or ``None`` for a persona without one."""
+    assessor = build_assessor(persona, chat, level)
+    if isinstance(assessor, AnswerGrader):
+        return ExaminerStep(persona, assessor, first_question)
+    return TutorStep(persona, assessor) if assessor is not None else None

@@ -1,0 +1,98 @@
+"""Tutoring end to end on the real local model: typed turns, ``voxtutor assess``, checks hold.
+
+The model here is the fast 0.5B one (the quality of the default 1.5B model is measured by
+``bench/tutor_eval.py``, not asserted): these tests prove the wiring and the checks, which
+hold whatever the model says.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from typer.testing import CliRunner
+
+from cli import app
+from config.personas import load_persona
+from config.settings import Settings
+from contracts.assessment import GRADES
+from pipelines.assessment import turn_assessor
+from pipelines.file_session import run_file_session
+from services.assessment.dictionary import unknown_words
+from services.llama_server import LlamaServer
+from transports.file import FileTransportParams, TypedTurn
+from weights.registry import model_path
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def llm_url(tmp_path_factory):
+    server = LlamaServer(
+        model_path("qwen2.5-coder-0.5b", Settings().home),
+        log_path=tmp_path_factory.mktemp("llm") / "llama-server.log",
+    )
+    async with server:
+        yield server.base_url
+
+
+async def test_tutor_corrections_only_ever_bring_in_dictionary_words(llm_url: str) -> None:
+    sentences = ["Der Wetter ist heute schön.", "Ich wohne seit zwei Jahren in Berlin."]
+    persona = load_persona("german-tutor")
+    async with turn_assessor(persona, Settings(), llm_base_url=llm_url) as assess:
+        for text in sentences:
+            assessment, line = await assess(text)
+            assert set(line) == {"text", "corrected", "errors", "reply"} and line["text"] == text
+            assert assessment is not None and assessment.latency_ms is not None
+            if line["errors"]:
+                assert line["reply"] == line["corrected"] != text
+                new = set(unknown_words("de", line["corrected"])) - set(unknown_words("de", text))
+                assert not new
+            else:
+                assert line["corrected"] == text and line["reply"] == ""
+
+
+async def test_examiner_grades_against_the_bank_and_teaches_after_a_wrong_answer(
+    llm_url: str,
+) -> None:
+    persona = load_persona("aviation-examiner")
+    async with turn_assessor(persona, Settings(), llm_base_url=llm_url) as assess:
+        assessment, line = await assess(
+            "Vx is the speed for the best rate of climb.", "What is Vx?"
+        )
+    assert line["task"] and line["question"] and line["grade"] in GRADES
+    assert assessment is not None and assessment.grade is not None
+    if line["grade"] == "unsatisfactory":
+        assert assessment.grade.reference in line["reply"]
+
+
+async def test_a_typed_turn_is_assessed_and_answered_without_stt(
+    llm_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "typed"
+    result = await run_file_session(
+        "german-tutor",
+        [TypedTurn("Ich habe gestern in die Kino gegangen.")],
+        out,
+        Settings(),
+        llm_base_url=llm_url,
+        params=FileTransportParams(reply_timeout_s=60),
+    )
+    transcript = json.loads((out / "transcript.json").read_text())
+    assert transcript["inputs"][0]["typed"] == "Ich habe gestern in die Kino gegangen."
+    learner = [t for t in transcript["turns"] if t["role"] == "learner"]
+    assert [t["text"] for t in learner] == ["Ich habe gestern in die Kino gegangen."]
+    assessment = learner[0]["assessment"]
+    assert assessment["kind"] == "gec" and assessment["text"] == learner[0]["text"]
+    bot = [t for t in result.turns if t.role == "bot"]
+    assert len(bot) >= 2 and bot[-1].text.strip()  # the greeting, then an answer
+
+
+def test_assess_refuses_an_unknown_persona_and_an_examiner_without_question() -> None:
+    runner = CliRunner()
+    r = runner.invoke(app, ["assess", "--persona", "pirate", "Arr."])
+    assert r.exit_code == 2 and "pirate" in r.output
+    r = runner.invoke(app, ["assess", "--persona", "aviation-examiner", "Vx is best angle."])
+    assert r.exit_code == 2 and "--question" in r.output
