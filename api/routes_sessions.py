@@ -16,8 +16,10 @@ from api.deps import ApiKey, AppContext, Ctx, is_uuid
 from api.errors import ApiError, error_responses
 from api.launch import LaunchRequest, check_tier, find_persona, launch
 from api.schemas import (
+    AcsGrade,
     Connect,
     Latency,
+    Mistake,
     SessionCreate,
     SessionCreated,
     SessionDetail,
@@ -27,6 +29,7 @@ from api.schemas import (
     SessionPage,
     SessionStatus,
     Turn,
+    TurnAssessment,
 )
 from runtime.protocol import SessionNotRunningError
 from store import ApiKeyInfo, SessionInfo
@@ -147,7 +150,11 @@ async def list_sessions(
 async def get_session(session_id: str, key: ApiKey, ctx: Ctx) -> SessionDetail:
     """A session with its turns, voice-to-voice latency summary and events (switches, tools)."""
     info = await owned_session(ctx, key, session_id)
-    turns = [Turn(**t.to_dict()) for t in await ctx.store.list_turns(info.id)]
+    assessments = await _assessments(ctx, info.id)
+    turns = [
+        Turn(**t.to_dict(), assessment=assessments.get(t.index) if t.role == "learner" else None)
+        for t in await ctx.store.list_turns(info.id)
+    ]
     latency = await ctx.store.latency_summary(info.id)
     events = [
         SessionEvent(kind=e.kind, at=e.created_at, data=e.data)
@@ -156,6 +163,34 @@ async def get_session(session_id: str, key: ApiKey, ctx: Ctx) -> SessionDetail:
     return SessionDetail(
         **SessionOut.fields_of(info), turns=turns, latency=Latency(**latency), events=events
     )
+
+
+async def _assessments(ctx: AppContext, session_id: str) -> dict[int, TurnAssessment]:
+    """The session's stored assessments by learner turn index."""
+    out: dict[int, TurnAssessment] = {}
+    for m in await ctx.store.list_mistakes(session_id):
+        if m.turn_index is not None:
+            found = out.setdefault(m.turn_index, TurnAssessment(corrected=m.corrected_sentence))
+            found.mistakes.append(
+                Mistake(
+                    original=m.original,
+                    corrected=m.corrected,
+                    rule=m.rule,
+                    category=m.category,
+                    spoken=m.spoken,
+                )
+            )
+    for r in await ctx.store.list_acs_results(session_id):
+        if r.turn_index is not None:
+            out.setdefault(r.turn_index, TurnAssessment()).acs.append(
+                AcsGrade(
+                    question_id=r.question_id,
+                    task=r.task,
+                    grade=r.grade,  # type: ignore[arg-type]  # checked by the table
+                    missing=r.missing,
+                )
+            )
+    return out
 
 
 @router.delete(

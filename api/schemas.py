@@ -121,6 +121,35 @@ class SessionCreated(BaseModel):
     connect: Connect
 
 
+class Mistake(BaseModel):
+    """One error a tutor found in the learner's turn (checked before it was spoken)."""
+
+    original: str = Field(description="The wrong words as the learner said them.")
+    corrected: str = Field(description="What they should be.")
+    rule: str = Field(description="The rule in a few words.")
+    category: str = Field(description="word_order, case, gender, verb_form, preposition, ...")
+    spoken: bool = Field(description="The one correction the tutor said aloud.")
+
+
+class AcsGrade(BaseModel):
+    """The examiner's grade of the learner's answer."""
+
+    question_id: str = Field(description="The ACS question bank question, e.g. PA.I.A.1.")
+    task: str = Field(description="Its ACS task code, e.g. PA.I.A.")
+    grade: Literal["satisfactory", "probe", "unsatisfactory"]
+    missing: list[str] = Field(description="Key points missed or stated wrongly.")
+
+
+class TurnAssessment(BaseModel):
+    """What the tutoring step found in one learner turn."""
+
+    corrected: str | None = Field(
+        default=None, description="Tutors: the checked corrected sentence."
+    )
+    mistakes: list[Mistake] = Field(default_factory=list)
+    acs: list[AcsGrade] = Field(default_factory=list)
+
+
 class Turn(BaseModel):
     """A completed turn (the ``transcript.json`` turn schema)."""
 
@@ -132,6 +161,9 @@ class Turn(BaseModel):
     latency_ms: int | None = Field(description="Bot turns: voice-to-voice latency, ms.")
     ttfb_ms: dict[str, int | None] = Field(description="Bot turns: TTFB per service, ms.")
     interrupted: bool
+    assessment: TurnAssessment | None = Field(
+        default=None, description="Learner turns: what the tutoring step found, if anything."
+    )
 
 
 class Latency(BaseModel):

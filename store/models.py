@@ -39,6 +39,7 @@ TERMINAL_STATUSES = ("ended", "failed")
 LIVE_STATUSES = ("starting", "ready", "active")
 TURN_ROLES = ("learner", "bot")
 USAGE_SERVICES = ("stt", "llm", "tts")
+ACS_GRADES = ("satisfactory", "probe", "unsatisfactory")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -212,3 +213,47 @@ class SessionEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     kind: Mapped[str] = mapped_column(String(50))
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Mistake(Base):
+    """One error a tutor found in a learner's sentence, checked before it was spoken.
+
+    ``turn_index`` is the learner turn's index in the session (``None`` when the turn was
+    not recorded, e.g. the session ended first); ``spoken`` marks the one correction the
+    tutor said aloud (at most one per turn).
+    """
+
+    __tablename__ = "mistakes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    turn_index: Mapped[int | None] = mapped_column(Integer, default=None)
+    sentence: Mapped[str] = mapped_column(Text)
+    corrected_sentence: Mapped[str] = mapped_column(Text)
+    original: Mapped[str] = mapped_column(String(500))
+    corrected: Mapped[str] = mapped_column(String(500))
+    rule: Mapped[str] = mapped_column(String(500))
+    category: Mapped[str] = mapped_column(String(20), index=True)
+    spoken: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AcsResult(Base):
+    """The examiner's grade of one answer to an ACS question bank question."""
+
+    __tablename__ = "acs_results"
+    __table_args__ = (CheckConstraint(_in("grade", ACS_GRADES), name="grade"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    turn_index: Mapped[int | None] = mapped_column(Integer, default=None)
+    answer: Mapped[str] = mapped_column(Text)
+    question_id: Mapped[str] = mapped_column(String(30))
+    task: Mapped[str] = mapped_column(String(20), index=True)
+    grade: Mapped[str] = mapped_column(String(16))
+    missing: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

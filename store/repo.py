@@ -7,6 +7,7 @@ from typing import Any, Self, cast
 from sqlalchemy import CursorResult, func, literal, select, update
 
 from store.accounts import AccountStore, non_empty
+from store.assessments import AssessmentStore
 from store.base import hash_secret, new_secret, secret_matches, session_info
 from store.db import create_engine, migrate_engine
 from store.events import EventStore
@@ -25,7 +26,7 @@ from store.turns import TurnStore
 from store.usage import UsageStore
 
 
-class Store(AccountStore, TurnStore, QuotaStore, EventStore, UsageStore):
+class Store(AccountStore, TurnStore, QuotaStore, EventStore, UsageStore, AssessmentStore):
     """Async persistence of voxtutor: open with :meth:`open`, close with :meth:`close`.
 
     Every method runs in its own short transaction and returns frozen records, never ORM

@@ -27,7 +27,16 @@ from store import (
 )
 from store.models import Base
 
-TABLES = {"api_keys", "learners", "sessions", "turns", "usage_events", "session_events"}
+TABLES = {
+    "api_keys",
+    "learners",
+    "sessions",
+    "turns",
+    "usage_events",
+    "session_events",
+    "mistakes",
+    "acs_results",
+}
 
 
 @pytest.fixture
@@ -73,7 +82,7 @@ async def test_migrations_create_all_tables_and_rerunning_is_a_noop(db_url: str)
             tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
             assert tables == TABLES | {"alembic_version"}
             versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
-            assert versions == [("0002",)]
+            assert versions == [("0003",)]
             # The hand-reviewed migration matches the models exactly.
             diff = await conn.run_sync(
                 lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata)
@@ -87,6 +96,7 @@ async def test_migrations_create_all_tables_and_rerunning_is_a_noop(db_url: str)
                 "ck_sessions_status",
                 "ck_turns_role",
                 "ck_usage_events_service",
+                "ck_acs_results_grade",
             }
     finally:
         await store.close()
