@@ -79,9 +79,9 @@ def lead(persona: Persona, assessment: Assessment | None, following: str | None 
     """What the reply starts with, built from the checked assessment alone.
 
     Tutors: the corrected sentence when something was corrected (else nothing). Examiner:
-    after ``unsatisfactory`` the reference answer with its source; after ``probe`` a
-    follow-up on the first missing point; after ``satisfactory`` a short acknowledgement;
-    then ``following`` (the next question), if given.
+    after ``unsatisfactory`` the reference answer with its source; after ``probe`` a request
+    for more (the same question stays open, ``following`` is not added); after
+    ``satisfactory`` a short acknowledgement; then ``following`` (the next question).
     """
     if assessment is None:
         return following or ""
@@ -93,10 +93,27 @@ def lead(persona: Persona, assessment: Assessment | None, following: str | None 
     if grade.grade == "unsatisfactory":
         said = f"That's not correct. {grade.reference} (Source: {grade.source}.)"
     elif grade.grade == "probe":
-        said = "That's part of it. What else can you tell me?"
+        return "That's part of it. What else can you tell me?"
     else:
         said = "That's correct."
     return " ".join(s for s in (said, following) if s)
+
+
+def examiner_note(said: str, question: str, probe: bool = False) -> str:
+    """The examiner's instructions for the rest of the reply: ask ``question`` (from the bank).
+
+    After a partly right answer (``probe``) the question is asked again in other words,
+    without giving the answer away.
+    """
+    ask = (
+        f"Ask the student to tell you more, restating this question in other words without "
+        f'giving the answer: "{question}"'
+        if probe
+        else f'Now ask the student exactly this next question: "{question}"'
+    )
+    return (
+        f'You have already said: "{said}". Do not grade or correct again. {ask} Say nothing else.'
+    )
 
 
 def context_note(persona: Persona, assessment: Assessment | None, reply_lead: str) -> str | None:
@@ -286,16 +303,17 @@ class ExaminerStep:
             assessment = replace(assessment, grade=grade)
         if grade.grade == "probe":
             self.probes += 1
-            said = lead(self.persona, assessment, question.question)
-            return StepResult(assessment, said, None, reply_needed=False)
+            said = lead(self.persona, assessment)
+            return StepResult(assessment, said, examiner_note(said, question.question, True))
         self.asked.append(question.id)
         if grade.grade == "unsatisfactory":
             self.weak.insert(0, question.task)
         self.probes = 0
         self.current = next_question(self.grader.bank, self.asked, self.weak)
-        following = self.current.question if self.current is not None else None
-        said = lead(self.persona, assessment, following)
-        return StepResult(assessment, said, None, reply_needed=False)
+        said = lead(self.persona, assessment)
+        if self.current is None:
+            return StepResult(assessment, said + " That completes the oral exam.", None, False)
+        return StepResult(assessment, said, examiner_note(said, self.current.question))
 
 
 def tutoring_step(

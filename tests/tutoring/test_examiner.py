@@ -90,10 +90,11 @@ async def test_two_probes_then_a_partial_answer_is_unsatisfactory_and_the_exam_m
         result = await step("half an answer")
         assert result.assessment is not None and result.assessment.grade is not None
         assert result.assessment.grade.grade == "probe"
-        assert q.question in result.lead and step.current == q
+        assert "part of it" in result.lead and q.question in (result.note or "")
+        assert step.current == q
     result = await step("half an answer")
     assert result.assessment is not None and result.assessment.grade is not None
     assert result.assessment.grade.grade == "unsatisfactory"
     assert q.reference in result.lead and step.current != q
-    assert step.current is not None and step.current.question in result.lead
-    assert not result.reply_needed
+    assert step.current is not None and step.current.question in (result.note or "")
+    assert result.reply_needed  # the reply model asks the next bank question
