@@ -244,7 +244,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         collector.install()
     t0 = time.monotonic()
     try:
-        result = await run_file_session(args.persona, [p for p, _ in chosen], out_dir, settings)
+        result = await run_file_session(
+            args.persona,
+            [p for p, _ in chosen],
+            out_dir,
+            settings,
+            assessment=args.assessment != "off",
+        )
     finally:
         collector.uninstall()
     wall = time.monotonic() - t0
@@ -259,6 +265,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ttfb[stage] = {"median": m, "p95": p, "n": len(values), "values": values}
     return {
         "persona": args.persona,
+        "assessment": args.assessment != "off",
         "llm_model": settings.llm_model,
         "llm_threads": settings.llm_threads,
         "vad_stop_ms": settings.vad_stop_ms,
@@ -291,20 +298,36 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true", help="per-turn latency split")
     parser.add_argument("--json", type=Path, default=RESULTS / "voice_to_voice.json")
     parser.add_argument("--verbose", "-v", action="store_true", help="INFO logs")
+    parser.add_argument(
+        "--assessment",
+        choices=("on", "off", "both"),
+        default="on",
+        help="assess each learner turn (the tutoring step); both: run off then on, same run",
+    )
     args = parser.parse_args()
     if args.turns < 1:
         parser.error("--turns must be at least 1")
 
     logger.remove()
     logger.add(sys.stderr, level="INFO" if args.verbose else "WARNING")
-    report = asyncio.run(run(args))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
-
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)
-    print_summary(console, report)
+    if args.assessment == "both":
+        medians = {}
+        for mode in ("off", "on"):
+            report = asyncio.run(run(argparse.Namespace(**{**vars(args), "assessment": mode})))
+            print_summary(console, report)
+            medians[mode] = report["summary"]["latency_ms"]["median"]
+        console.print(
+            f"median voice-to-voice without assessment {_fmt(medians['off'])}, "
+            f"with {_fmt(medians['on'])} (same run, same clips)"
+        )
+    else:
+        report = asyncio.run(run(args))
+        print_summary(console, report)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
     if args.breakdown:
         print_breakdown(console, report)
     console.print(f"[dim]wrote {args.json}[/]")

@@ -155,6 +155,7 @@ async def run_file_session(
     llm_base_url: str | None = None,
     params: FileTransportParams | None = None,
     tier: str = "local",
+    assessment: bool = True,
 ) -> SessionResult:
     """Run a session where each file is one learner turn; write the outputs to ``out_dir``.
 
@@ -170,6 +171,8 @@ async def run_file_session(
         params: Learner-side pacing.
         tier: Which providers serve the session (``config/tiers.yaml``); cloud tiers need
             their keys in the environment.
+        assessment: Assess each learner turn before the reply (the tutoring step); ``False``
+            only to measure what it costs (``bench.voice_to_voice --assessment both``).
 
     Raises:
         config.tiers.TierError: unknown tier or a missing provider key.
@@ -221,7 +224,7 @@ async def run_file_session(
             tracks["conversation"] = merged
 
         chat = JsonChat(base_url)
-        step = await _tutoring_step(persona, chat, level)
+        step = await _tutoring_step(persona, chat, level) if assessment else None
         assessor = AssessmentProcessor(step) if step is not None else None
         session = build_session(
             persona,

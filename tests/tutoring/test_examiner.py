@@ -98,3 +98,22 @@ async def test_two_probes_then_a_partial_answer_is_unsatisfactory_and_the_exam_m
     assert q.reference in result.lead and step.current != q
     assert step.current is not None and step.current.question in (result.note or "")
     assert result.reply_needed  # the reply model asks the next bank question
+
+
+async def test_the_verdict_decides_and_the_key_points_name_what_was_missing() -> None:
+    q = question_with(3)
+    chat = ScriptedChat(
+        objects=[
+            {"verdict": "correct", "statuses": ["covered", "missing", "covered"]},
+            {"verdict": "incomplete", "statuses": ["covered", "missing", "covered"]},
+            {"verdict": "wrong", "statuses": ["covered", "covered", "covered"]},
+        ]
+    )
+    grader = AnswerGrader(cast(JsonChat, chat), BANK)
+    graded = [await grader.grade(q, "an answer") for _ in range(3)]
+    grades = [(a.grade.grade, a.grade.missing) for a in graded if a.grade is not None]
+    assert grades == [
+        ("satisfactory", ()),
+        ("probe", (q.key_points[1],)),
+        ("unsatisfactory", tuple(q.key_points)),
+    ]
