@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from contracts.assessment import AcsGrade, Assessment, Correction
 from runtime.store_relay import RELAYED_CALLS
 from store import Store
 from testkit.api_support import V1, Api
-
-
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[Store]:
-    s = await Store.open(db_url)
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def new_session(store: Store) -> str:

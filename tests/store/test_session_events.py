@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC
 
 import pytest
@@ -14,15 +13,6 @@ from store import NotFoundError, Store
 from store.db import alembic_config
 
 SWITCH = {"role": "tts", "from": "cartesia", "to": "deepgram", "reason": "timeout"}
-
-
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[Store]:
-    s = await Store.open(db_url)
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def new_session(store: Store) -> str:

@@ -7,7 +7,6 @@ when it is unreachable these tests fail rather than skip, so both backends are a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC
 
 import pytest
@@ -37,15 +36,6 @@ TABLES = {
     "mistakes",
     "acs_results",
 }
-
-
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[Store]:
-    s = await Store.open(db_url)
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def dump_everything(store: Store) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -227,13 +226,6 @@ async def seed(store: Store, key_a: str | None = None, key_b: str | None = None)
 
 S1 = Decimal("0.216") + Decimal("0.0308") + Decimal("0.09") + Decimal("0.072")
 S2 = Decimal("0.2808") + Decimal("0.0077") / 60  # Cartesia 7,200 chars + Nova-3 1.0 s
-
-
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[Store]:
-    s = await Store.open(db_url)
-    yield s
-    await s.close()
 
 
 async def test_cost_per_session_learner_and_tier_match_hand_computed_values(store: Store) -> None:
