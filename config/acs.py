@@ -108,6 +108,18 @@ class AcsBank(BaseModel):
                 return q
         raise KeyError(question_id)
 
+    def find_task(self, task: str) -> AcsQuestion | None:
+        """The first question of ``task``: a task code (``PA.I.B``) or its title, any case.
+
+        Returns ``None`` when no task has that code or title.
+        """
+        wanted = task.strip().casefold()
+        codes = [c for c, title in self.tasks.items() if wanted in (c.casefold(), title.casefold())]
+        for q in self.questions:
+            if codes and q.task == codes[0]:
+                return q
+        return None
+
 
 @lru_cache(maxsize=4)
 def load_acs_bank(path: Path = PRIVATE_AIRPLANE) -> AcsBank:

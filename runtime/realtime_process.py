@@ -12,7 +12,8 @@ Usage: Pipecat's ``OpenAIRealtimeLLMService`` reports each ``response.done``'s `
 LLM usage metrics (text and audio tokens in and out, cached tokens), which the usage meter
 stores under the tier's provider and model (``llm``, ``openai``, ``gpt-realtime``). Each
 persona tool call (an ACS verdict, a noted mistake) is stored as a ``tool_call`` session event
-as it happens.
+as it happens, and as the same assessment record the cascaded tiers' tutoring step writes
+(a mistake, an ACS result), on the learner turn it was made after.
 """
 
 from __future__ import annotations
@@ -71,17 +72,29 @@ def build_realtime_session_in_process(
         config.tiers.TierError: not a speech-to-speech tier, no voice for the persona's
             language, or the provider key unset.
     """
+    from config.acs import load_acs_bank
     from contracts.events import TOOL_CALL
     from observers.usage_meter import usage_observer
     from pipelines.realtime import build_realtime_session
     from pipelines.tiers import TierServices
-    from pipelines.tools import ToolCall
+    from pipelines.tools import ToolCall, assessment_from_tool_call
 
     tier = get_tier(spec.tier)
+    bank = load_acs_bank() if persona.role == "examiner" else None
+    last_learner: list[int] = []
+
+    async def recording_turn(turn: TurnRecord) -> None:
+        if turn.role == "learner":
+            last_learner[:] = [turn.index]
+        await on_turn(turn)
 
     async def on_tool_call(call: ToolCall) -> None:
         data = {"name": call.name, "arguments": call.arguments}
         await store.add_session_event(spec.session_id, TOOL_CALL, data)
+        assessment = assessment_from_tool_call(call, bank)
+        if assessment is not None:
+            index = last_learner[0] if last_learner else None
+            await store.add_assessment(spec.session_id, assessment.to_dict(), index)
 
     session = build_realtime_session(
         persona,
@@ -90,7 +103,7 @@ def build_realtime_session_in_process(
         tier=tier.name,
         level=spec.cefr_level,
         idle_timeout_secs=spec.idle_timeout_s,
-        on_turn=on_turn,
+        on_turn=recording_turn,
         on_tool_call=on_tool_call,
     )
     assert session.llm is not None and tier.realtime is not None

@@ -38,7 +38,7 @@ from transports.file import load_learner_audio
 TRANSCRIPT = "Registration, airworthiness certificate and the operating handbook."
 REPLY = "Good. What else does ARROW stand for?"
 PERSONA = load_persona("aviation-examiner")
-VERDICT = {"area": "I", "task": "Documents", "result": "satisfactory"}
+VERDICT = {"area": "I", "task": "Airworthiness Requirements", "result": "satisfactory"}
 MS_PER_CHAR = 20  # of the fake's reply audio: the 160-character greeting lasts 3.2 s
 
 
@@ -222,6 +222,9 @@ async def test_realtime_session_from_the_api_greets_answers_and_says_goodbye(
     assert [(e["kind"], e["data"]) for e in detail["events"]] == [
         ("tool_call", {"name": "record_acs_result", "arguments": VERDICT})
     ]
+    # The verdict is also the same ACS result row the cascaded tiers' grading writes.
+    [result] = await store.list_acs_results(sid)
+    assert (result.task, result.grade, result.question_id) == ("PA.I.B", "satisfactory", "PA.I.B.1")
     # Most of the farewell's audio reached the browser after the end request.
     farewell = conn.responses[-1]
     assert browser.samples_after(asked_to_end) > 0.8 * farewell.audio_bytes / 2 * RATE / 24000
