@@ -251,10 +251,29 @@ class TutorStep:
         self.assessor = assessor
 
     async def __call__(self, text: str) -> StepResult:
-        """Correct ``text``; lead with the corrected sentence if something was wrong."""
-        assessment = await self.assessor.assess(text)
-        said = lead(self.persona, assessment)
-        return StepResult(assessment, said, context_note(self.persona, assessment, said))
+        """Correct ``text``; lead with the corrected sentence if something was wrong.
+
+        A grammar corrector's checked correction is spoken as soon as it is made; the rule
+        behind it is named afterwards (``StepResult.complete``), off the learner's wait.
+        """
+        corrector = self.assessor
+        if not isinstance(corrector, GrammarCorrector):
+            assessment = await corrector.assess(text)
+            said = lead(self.persona, assessment)
+            return StepResult(assessment, said, context_note(self.persona, assessment, said))
+        checked = await corrector.correct(text)
+        said = lead(self.persona, checked)
+
+        async def explained() -> Assessment:
+            assert checked is not None
+            return await corrector.explain(checked)
+
+        return StepResult(
+            checked,
+            said,
+            context_note(self.persona, checked, said),
+            complete=explained if checked is not None and checked.errors else None,
+        )
 
 
 class ExaminerStep:

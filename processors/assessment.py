@@ -8,7 +8,11 @@ session's tutoring step (a :class:`TurnStep`) what the turn contains, then:
    and next question), as a reply of its own, so it is heard while the rest is generated;
 2. hands the LLM a copy of the context with the step's note and the lead, so the reply model
    goes on from the checked assessment instead of judging the learner itself;
-3. reports the assessment (``on_assessment``) for the store and the transcript.
+3. reports the assessment (``on_assessment``) for the store and the transcript. A step may
+   hand back work that finishes the assessment after the lead (``StepResult.complete``, e.g.
+   the rule behind a correction): it runs in the background, off the path to the learner's
+   ear, and the finished assessment is reported; the pending ones are awaited when the
+   pipeline ends, so none is lost.
 
 Speculative contexts (a turn not confirmed yet) pass through untouched. A barge-in cancels a
 step in progress like any other work of the pipeline. A failing step degrades to no
@@ -17,12 +21,15 @@ assessment: the reply is generated as it would be without one.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from loguru import logger
 from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
     Frame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
@@ -44,12 +51,16 @@ class StepResult:
         lead: What the reply starts with, spoken at once ("" for nothing).
         note: Instructions for the reply model about this turn, or ``None``.
         reply_needed: Whether the reply model should still add to the lead.
+        complete: Finishes ``assessment`` after the lead has been pushed (e.g. names the
+            rule behind each correction); its result is what is reported. ``None``: the
+            assessment is final.
     """
 
     assessment: Assessment | None
     lead: str = ""
     note: str | None = None
     reply_needed: bool = True
+    complete: Callable[[], Awaitable[Assessment]] | None = None
 
 
 class TurnStep(Protocol):
@@ -80,21 +91,48 @@ class AssessmentProcessor(FrameProcessor):
     Args:
         step: The session's tutoring step.
         on_assessment: Awaited with each assessment (and the learner text) as it is made.
+        settle_s: How long finishing an assessment waits after the reply was asked for, s.
     """
 
     def __init__(
         self,
         step: TurnStep,
         on_assessment: Callable[[Assessment], Awaitable[None]] | None = None,
+        settle_s: float = 0.3,
     ):
         super().__init__()
+        self._settle_s = settle_s
         self._step = step
         self._on_assessment = on_assessment
         self.assessments: list[Assessment] = []
+        self._finishing: set[asyncio.Task[None]] = set()
+
+    async def _report(self, assessment: Assessment) -> None:
+        self.assessments.append(assessment)
+        if self._on_assessment is not None:
+            await self._on_assessment(assessment)
+
+    async def _finish(self, result: StepResult) -> None:
+        assert result.complete is not None and result.assessment is not None
+        # Let the reply's request reach the LLM first: a local server answers one at a time.
+        await asyncio.sleep(self._settle_s)
+        try:
+            assessment = await result.complete()
+        except Exception as e:  # the checked correction stands without its explanation
+            logger.warning(f"{self}: finishing the assessment failed: {e!r}")
+            assessment = result.assessment
+        await self._report(assessment)
+
+    async def drain(self) -> None:
+        """Wait for the assessments still being finished (the session is ending)."""
+        if self._finishing:
+            await asyncio.gather(*self._finishing, return_exceptions=True)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Assess a finished learner turn before its context reaches the LLM."""
         await super().process_frame(frame, direction)
+        if isinstance(frame, EndFrame | CancelFrame):
+            await self.drain()
         if (
             not isinstance(frame, LLMContextFrame)
             or direction != FrameDirection.DOWNSTREAM
@@ -112,14 +150,24 @@ class AssessmentProcessor(FrameProcessor):
             logger.warning(f"{self}: assessment failed, replying without it: {e!r}")
             await self.push_frame(frame, direction)
             return
-        if result.assessment is not None:
-            self.assessments.append(result.assessment)
-            if self._on_assessment is not None:
-                await self._on_assessment(result.assessment)
+        if result.assessment is not None and result.complete is None:
+            await self._report(result.assessment)
         if result.lead:
             await self.push_frame(LLMFullResponseStartFrame())
             await self.push_frame(LLMTextFrame(result.lead))
             await self.push_frame(LLMFullResponseEndFrame())
+        try:
+            await self._reply(frame, result)
+        finally:
+            if result.assessment is not None and result.complete is not None:
+                # Not a task of the processor's: a barge-in must not cancel the record.
+                task = asyncio.get_running_loop().create_task(self._finish(result))
+                self._finishing.add(task)
+                task.add_done_callback(self._finishing.discard)
+
+    async def _reply(self, frame: LLMContextFrame, result: StepResult) -> None:
+        """Hand the reply model the turn's context with the step's note and lead."""
+        direction = FrameDirection.DOWNSTREAM
         if not result.reply_needed:
             return
         if result.note is None and not result.lead:

@@ -25,7 +25,7 @@ import re
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from contracts.assessment import ERROR_CATEGORIES, Assessment, Correction
@@ -232,6 +232,54 @@ def check(
     return Assessment(kind="gec", text=text, corrected=corrected, errors=tuple(spans))
 
 
+CLOSED_CLASSES: dict[str, dict[str, frozenset[str]]] = {
+    "de": {
+        "article": frozenset(
+            "der die das den dem des ein eine einen einem einer eines kein keine keinen keinem "
+            "keiner keines mein meine meinen meinem meiner dein deine deinen deinem deiner sein "
+            "seine seinen seinem seiner ihr ihre ihren ihrem ihrer unser unsere unseren unserem "
+            "unserer dieser diese diesen diesem dieses".split()
+        ),
+        "oblique": frozenset(
+            "den dem des einen einem eines keinen keinem meinen meinem deinen deinem seinen "
+            "seinem ihren ihrem unseren unserem diesen diesem mich mir dich dir ihn ihm uns "
+            "ihnen".split()
+        ),
+        "preposition": frozenset(
+            "in im ins an am ans auf aus bei beim mit nach seit von vom zu zum zur für um "
+            "über unter vor hinter neben zwischen durch gegen ohne".split()
+        ),
+    },
+    "cs": {
+        "preposition": frozenset("v ve na do z ze k ke u o s se od po pro před za bez".split()),
+    },
+}
+"""Closed word classes per language, for guessing a correction's category."""
+
+
+def guess_category(language: str, original: str, corrected: str) -> str:
+    """A correction's category from its words alone (no model), ``other`` when unsure.
+
+    Same letters but diacritics → ``spelling``; the same words reordered → ``word_order``;
+    two prepositions → ``preposition``; in German, two articles → ``case`` when either is an
+    oblique form (``dem``, ``einen``), else ``gender``.
+    """
+    a, b = original.casefold().split(), corrected.casefold().split()
+    classes = CLOSED_CLASSES.get(language, {})
+    if _fold_all(original) == _fold_all(corrected):
+        return "spelling"
+    if len(a) > 1 and sorted(a) == sorted(b):
+        return "word_order"
+    prepositions = classes.get("preposition", frozenset())
+    if a and b and set(a) <= prepositions and set(b) <= prepositions:
+        return "preposition"
+    articles = classes.get("article", frozenset())
+    if len(a) == len(b) == 1 and a[0] in articles and b[0] in articles:
+        oblique = classes.get("oblique", frozenset())
+        return "case" if a[0] in oblique or b[0] in oblique else "gender"
+    return "other"
+
+
 def _apply(text: str, fixes: dict[str, str]) -> str:
     """``text`` with each whole word in ``fixes`` replaced."""
     for wrong, right in fixes.items():
@@ -239,7 +287,7 @@ def _apply(text: str, fixes: dict[str, str]) -> str:
     return text
 
 
-def _spans(text: str, corrected: str) -> list[tuple[str, str]]:
+def changed_spans(text: str, corrected: str) -> list[tuple[str, str]]:
     """The changed word spans, ``(as said, as corrected)``, in sentence order."""
     a = words(unicodedata.normalize("NFC", text))
     b = words(unicodedata.normalize("NFC", corrected))
@@ -287,9 +335,11 @@ class GrammarCorrector:
             category = "other"
         return Correction(original, corrected, str(answer.get("rule", "")).strip(), category)
 
-    async def assess(self, text: str, question: str | None = None) -> Assessment | None:
-        """Correct ``text`` and check the correction; ``None`` for a turn without words.
+    async def correct(self, text: str) -> Assessment | None:
+        """The checked correction of ``text``, fast: what the tutor says first.
 
+        Each changed span gets a category guessed from its words (:func:`guess_category`)
+        and no rule yet; :meth:`explain` names the rules. ``None`` for a turn without words.
         A model that fails leaves the sentence as it is, with ``extra["failed"]``: the
         conversation goes on uncorrected.
         """
@@ -309,16 +359,16 @@ class GrammarCorrector:
         result = check(self.language, text, rewritten, [], unknown=unknown_words)
         if not result.errors and rewritten != spelled:
             result = check(self.language, text, spelled, [])  # keep the dictionary's fixes
-        errors: list[Correction] = []
-        if result.errors:
-            for original, corrected in _spans(text, result.corrected or text)[: self.max_spans]:
-                if _fold_all(original) == _fold_all(corrected):
-                    errors.append(Correction(original, corrected, "diacritics", "spelling"))
-                else:
-                    errors.append(
-                        await self._explain(text, result.corrected or text, original, corrected)
-                    )
-            errors.sort(key=lambda e: PRIORITY.get(e.category, len(PRIORITY)))
+        errors = [
+            Correction(
+                original,
+                corrected,
+                "diacritics" if _fold_all(original) == _fold_all(corrected) else "",
+                guess_category(self.language, original, corrected),
+            )
+            for original, corrected in changed_spans(text, result.corrected or text)
+        ][: self.max_spans if result.errors else 0]
+        errors.sort(key=lambda e: PRIORITY.get(e.category, len(PRIORITY)))
         ms = round((time.perf_counter() - t0) * 1000)
         return Assessment(
             kind="gec",
@@ -329,6 +379,39 @@ class GrammarCorrector:
             latency_ms=ms,
             extra={**result.extra, **extra},
         )
+
+    async def explain(self, assessment: Assessment) -> Assessment:
+        """``assessment`` with the rule and category of each correction named by the model.
+
+        One short request per correction without a rule; a failed request keeps the guessed
+        category. The time taken is ``extra["explain_ms"]``.
+        """
+        t0 = time.perf_counter()
+        errors = []
+        for e in assessment.errors:
+            if e.rule:
+                errors.append(e)
+                continue
+            named = await self._explain(
+                assessment.text, assessment.corrected or assessment.text, e.original, e.corrected
+            )
+            category = named.category if named.category != "other" else e.category
+            errors.append(replace(named, category=category))
+        errors.sort(key=lambda e: PRIORITY.get(e.category, len(PRIORITY)))
+        ms = round((time.perf_counter() - t0) * 1000)
+        extra = {**assessment.extra, "explain_ms": ms}
+        return replace(assessment, errors=tuple(errors), extra=extra)
+
+    async def assess(self, text: str, question: str | None = None) -> Assessment | None:
+        """:meth:`correct` ``text``, then :meth:`explain` the corrections.
+
+        ``latency_ms`` is the correction's alone (what delays the tutor's first words);
+        the explanation's is ``extra["explain_ms"]``.
+        """
+        assessment = await self.correct(text)
+        if assessment is None or not assessment.errors:
+            return assessment
+        return await self.explain(assessment)
 
 
 def _fold_all(text: str) -> str:

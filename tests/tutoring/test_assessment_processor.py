@@ -104,3 +104,39 @@ async def test_the_examiner_lead_can_be_the_whole_reply(tmp_path: Path, reply_ne
     llm, _, bot = await converse(tmp_path, step)
     assert "That's correct. Next question?" in " ".join(bot)
     assert len(llm.requests) == (1 if reply_needed else 0)
+
+
+async def test_the_rule_is_named_after_the_lead_and_the_finished_assessment_is_stored(
+    tmp_path: Path,
+) -> None:
+    quick = Assessment(
+        kind="gec",
+        text=FIX.text,
+        corrected=FIX.corrected,
+        errors=(Correction("Die", "Das", "", "gender"),),
+    )
+    order: list[str] = []
+
+    async def explain() -> Assessment:
+        order.append("explain")
+        return FIX
+
+    class Recording(Step):
+        async def __call__(self, text: str) -> StepResult:
+            order.append("correct")
+            return await super().__call__(text)
+
+    step = Recording(StepResult(quick, "Das Auto ist alt.", "note", complete=explain))
+    llm, stored, bot = await converse(tmp_path, step)
+    assert order == ["correct", "explain"]
+    assert stored == [FIX]  # the explained one, once, not the quick one
+    assert bot[0].startswith("Das Auto ist alt.") and len(llm.requests) == 1
+
+
+async def test_a_failing_explanation_keeps_the_checked_correction(tmp_path: Path) -> None:
+    async def explain() -> Assessment:
+        raise RuntimeError("model down")
+
+    step = Step(StepResult(FIX, "Das Auto ist alt.", "note", complete=explain))
+    _, stored, bot = await converse(tmp_path, step)
+    assert stored == [FIX] and "Das Auto ist alt." in " ".join(bot)

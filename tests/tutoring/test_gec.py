@@ -7,7 +7,13 @@ from typing import cast
 import pytest
 
 from services.assessment.dictionary import diacritic_fixes, unknown_words
-from services.assessment.gec import GrammarCorrector, changed_words, check, messages
+from services.assessment.gec import (
+    GrammarCorrector,
+    changed_words,
+    check,
+    guess_category,
+    messages,
+)
 from services.assessment.json_chat import JsonChat
 from testkit.fake_chat import ScriptedChat
 
@@ -94,3 +100,21 @@ def test_learner_text_is_data_in_its_own_message() -> None:
 def test_only_german_and_czech_have_a_corrector(language: str) -> None:
     with pytest.raises(ValueError, match="no grammar correction"):
         corrector(ScriptedChat(), language)
+
+
+@pytest.mark.parametrize(
+    ("language", "original", "corrected", "category"),
+    [
+        ("de", "der", "dem", "case"),
+        ("de", "Die", "Das", "gender"),
+        ("de", "einen", "eine", "case"),
+        ("de", "ich besuche", "besuche ich", "word_order"),
+        ("de", "in", "nach", "preposition"),
+        ("cs", "Muj", "Můj", "spelling"),
+        ("cs", "mluvu", "mluvím", "other"),
+    ],
+)
+def test_a_category_is_guessed_from_the_words_alone(
+    language: str, original: str, corrected: str, category: str
+) -> None:
+    assert guess_category(language, original, corrected) == category
