@@ -56,6 +56,9 @@ class Settings(BaseSettings):
         llm_port: TCP port of the local LLM server; 0 picks a free port at start.
         llm_threads: CPU threads for llama.cpp decoding (the target machine has 2 cores).
         llm_context_tokens: llama.cpp context window in tokens.
+        assessment_scorer: Grade the examiner's answers from the local model's verdict
+            probabilities, read in the session process (``services.assessment.next_token``);
+            off, or without the local model installed, the LLM server writes the verdict.
         llm_max_tokens: Cap on tokens per tutor reply (spoken replies are 1-3 sentences).
         llm_base_url: Use an already running OpenAI-compatible server (vLLM, Ollama, a GPU box)
             instead of starting llama.cpp; e.g. ``http://10.0.0.5:8000/v1``.
@@ -125,6 +128,7 @@ class Settings(BaseSettings):
     llm_context_tokens: int = Field(default=4096, ge=512)
     llm_max_tokens: int = Field(default=120, ge=16)
     llm_base_url: str | None = None
+    assessment_scorer: bool = True
     llm_ready_timeout_s: float = Field(default=120.0, gt=0)
     vad_stop_ms: int = Field(default=200, ge=50, le=2000)
     speech_timeout_ms: int = Field(default=600, ge=100, le=5000)

@@ -17,6 +17,8 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
+from loguru import logger
+
 from config.acs import AcsBank, AcsQuestion, load_acs_bank
 from config.personas import Persona
 from config.settings import Settings
@@ -27,19 +29,44 @@ from services.assessment.dictionary import load_dictionary
 from services.assessment.gec import EXAMPLES, GrammarCorrector
 from services.assessment.grading import AnswerGrader
 from services.assessment.json_chat import JsonChat
+from services.assessment.next_token import NextTokenScorer
+from weights.registry import ModelError, model_path
 
 MAX_PROBES = 2
 """Follow-up questions the examiner asks on one question before grading it unsatisfactory."""
 
 
-def build_assessor(persona: Persona, chat: JsonChat, level: str | None = None) -> Assessor | None:
+def local_scorer(settings: Settings) -> NextTokenScorer | None:
+    """The local model loaded in this process for reading verdict probabilities (blocking).
+
+    ``None`` when ``settings.assessment_scorer`` is off or the model is not installed (the
+    LLM server then writes the verdict). Loading maps the GGUF (shared with the server's
+    pages) in ~1 s.
+    """
+    if not settings.assessment_scorer:
+        return None
+    try:
+        path = model_path(settings.llm_model, settings.home)
+    except ModelError:
+        return None
+    return NextTokenScorer(path, threads=settings.llm_threads)
+
+
+def build_assessor(
+    persona: Persona,
+    chat: JsonChat,
+    level: str | None = None,
+    scorer: NextTokenScorer | None = None,
+) -> Assessor | None:
     """The assessor of ``persona``'s learner turns, or ``None`` for a persona without one.
+
+    ``scorer`` (the examiner's) reads the verdict from the local model's probabilities.
 
     Raises:
         config.acs.AcsError: the examiner's question bank is invalid.
     """
     if persona.role == "examiner":
-        return AnswerGrader(chat, load_acs_bank())
+        return AnswerGrader(chat, load_acs_bank(), scorer=scorer)
     if persona.language in EXAMPLES:
         return GrammarCorrector(chat, persona.language, level or persona.cefr_level)
     return None
@@ -196,6 +223,10 @@ class TurnAssessor:
         """
         if self.persona.role == "examiner" and not question:
             raise ValueError("the examiner grades an answer to a question: pass --question")
+        if isinstance(self.assessor, AnswerGrader) and question:
+            found = self.assessor.index.find(question)
+            if found is not None:  # as in a session: read while the learner answered
+                await self.assessor.warm(found)
         assessment = await self.assessor.assess(text, question)
         following = None
         if self.persona.role == "examiner" and assessment is not None and assessment.grade:
@@ -225,12 +256,15 @@ async def turn_assessor(
     """
     if llm_base_url:
         settings = settings.model_copy(update={"llm_base_url": llm_base_url})
+    scorer = None
     if persona.role == "tutor":
         await asyncio.to_thread(load_dictionary, persona.language)
+    else:
+        scorer = await asyncio.to_thread(local_scorer, settings)
     async with local_llm(settings) as base_url:
         chat = JsonChat(base_url)
         try:
-            assessor = build_assessor(persona, chat, level)
+            assessor = build_assessor(persona, chat, level, scorer)
             if assessor is None:
                 raise ValueError(f"persona {persona.id!r} has no assessment")
             yield TurnAssessor(persona, assessor)
@@ -249,6 +283,11 @@ class TutorStep:
     def __init__(self, persona: Persona, assessor: Assessor):
         self.persona = persona
         self.assessor = assessor
+
+    async def prepare(self) -> None:
+        """Have the LLM read the correction prompt before the learner's next sentence."""
+        if isinstance(self.assessor, GrammarCorrector):
+            await self.assessor.warm()
 
     async def __call__(self, text: str) -> StepResult:
         """Correct ``text``; lead with the corrected sentence if something was wrong.
@@ -291,6 +330,8 @@ class ExaminerStep:
             with the bank's first.
         asked: Question ids already asked of this learner (from the store).
         weak_tasks: Task codes the learner was weak in before, most recent first.
+        scorer_settings: Load the local verdict scorer (:func:`local_scorer`) with these
+            on the first :meth:`prepare`; ``None``: the grader keeps the one it has.
     """
 
     def __init__(
@@ -300,7 +341,9 @@ class ExaminerStep:
         first: str | None = None,
         asked: Iterable[str] = (),
         weak_tasks: Iterable[str] = (),
+        scorer_settings: Settings | None = None,
     ):
+        self._scorer_settings = scorer_settings
         self.persona = persona
         self.grader = grader
         self.asked = list(asked)
@@ -308,6 +351,20 @@ class ExaminerStep:
         found = grader.index.find(first) if first else None
         self.current = found or next_question(grader.bank, self.asked, self.weak)
         self.probes = 0
+
+    async def prepare(self) -> None:
+        """Have the LLM read the open question's grading prompt before the answer comes.
+
+        The first call also loads the local scorer (``scorer_settings``), off the loop.
+        """
+        if self._scorer_settings is not None:
+            settings, self._scorer_settings = self._scorer_settings, None
+            try:
+                self.grader.scorer = await asyncio.to_thread(local_scorer, settings)
+            except ValueError as e:  # a model that cannot be read: the server grades
+                logger.warning(f"no local verdict scorer: {e}")
+        if self.current is not None:
+            await self.grader.warm(self.current)
 
     async def __call__(self, text: str) -> StepResult:
         """Grade ``text`` as the answer to the current question and lead the reply."""
@@ -336,10 +393,18 @@ class ExaminerStep:
 
 
 def tutoring_step(
-    persona: Persona, chat: JsonChat, level: str | None = None, first_question: str | None = None
+    persona: Persona,
+    chat: JsonChat,
+    level: str | None = None,
+    first_question: str | None = None,
+    settings: Settings | None = None,
 ) -> TutorStep | ExaminerStep | None:
-    """The tutoring step of a session of ``persona``, or ``None`` for a persona without one."""
+    """The tutoring step of a session of ``persona``, or ``None`` for a persona without one.
+
+    With ``settings``, the examiner loads the local verdict scorer once the greeting has
+    been spoken (:func:`local_scorer`).
+    """
     assessor = build_assessor(persona, chat, level)
     if isinstance(assessor, AnswerGrader):
-        return ExaminerStep(persona, assessor, first_question)
+        return ExaminerStep(persona, assessor, first_question, scorer_settings=settings)
     return TutorStep(persona, assessor) if assessor is not None else None

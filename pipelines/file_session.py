@@ -29,7 +29,7 @@ from config.settings import Settings
 from config.tiers import Tier, TierError, get_tier
 from contracts.assessment import Assessment
 from contracts.turns import TurnRecord
-from pipelines.assessment import ExaminerStep, TutorStep, tutoring_step
+from pipelines.assessment import ExaminerStep, TutorStep, local_scorer, tutoring_step
 from pipelines.local import local_llm
 from pipelines.session import build_session
 from pipelines.tiers import build_tier_services
@@ -119,12 +119,15 @@ def _with_assessments(
 
 
 async def _tutoring_step(
-    persona: Persona, chat: JsonChat, level: str | None
+    persona: Persona, chat: JsonChat, level: str | None, settings: Settings
 ) -> TutorStep | ExaminerStep | None:
-    """The persona's tutoring step, its dictionary loaded off the event loop."""
+    """The persona's tutoring step, its dictionary or verdict scorer loaded off the loop."""
     if persona.role == "tutor" and persona.language in DICTIONARIES:
         await asyncio.to_thread(load_dictionary, persona.language)
-    return tutoring_step(persona, chat, level, first_question=persona.greeting)
+    step = tutoring_step(persona, chat, level, first_question=persona.greeting)
+    if isinstance(step, ExaminerStep):
+        step.grader.scorer = await asyncio.to_thread(local_scorer, settings)
+    return step
 
 
 def _prepare(
@@ -224,7 +227,7 @@ async def run_file_session(
             tracks["conversation"] = merged
 
         chat = JsonChat(base_url)
-        step = await _tutoring_step(persona, chat, level) if assessment else None
+        step = await _tutoring_step(persona, chat, level, settings) if assessment else None
         assessor = AssessmentProcessor(step) if step is not None else None
         session = build_session(
             persona,

@@ -13,6 +13,8 @@ session's tutoring step (a :class:`TurnStep`) what the turn contains, then:
    the rule behind a correction): it runs in the background, off the path to the learner's
    ear, and the finished assessment is reported; the pending ones are awaited when the
    pipeline ends, so none is lost.
+4. when the bot stops speaking, lets the step prepare the next turn (``TurnStep.prepare``:
+   the LLM reads the next assessment prompt while the learner thinks and speaks).
 
 Speculative contexts (a turn not confirmed yet) pass through untouched. A barge-in cancels a
 step in progress like any other work of the pipeline. A failing step degrades to no
@@ -28,6 +30,7 @@ from typing import Protocol
 
 from loguru import logger
 from pipecat.frames.frames import (
+    BotStoppedSpeakingFrame,
     CancelFrame,
     EndFrame,
     Frame,
@@ -70,6 +73,13 @@ class TurnStep(Protocol):
         """Assess the learner's ``text`` (data, never instructions) and say what to reply."""
         ...
 
+    async def prepare(self) -> None:
+        """Get ready for the next learner turn (e.g. have the LLM read the next prompt).
+
+        Called in the background each time the bot stops speaking; must not raise.
+        """
+        ...
+
 
 def _last_user_text(context: LLMContext) -> str | None:
     for message in reversed(context.get_messages()):
@@ -106,6 +116,12 @@ class AssessmentProcessor(FrameProcessor):
         self._on_assessment = on_assessment
         self.assessments: list[Assessment] = []
         self._finishing: set[asyncio.Task[None]] = set()
+        self._preparing: asyncio.Task[None] | None = None
+
+    def _prepare(self) -> None:
+        if self._preparing is not None and not self._preparing.done():
+            return
+        self._preparing = asyncio.get_running_loop().create_task(self._step.prepare())
 
     async def _report(self, assessment: Assessment) -> None:
         self.assessments.append(assessment)
@@ -132,7 +148,11 @@ class AssessmentProcessor(FrameProcessor):
         """Assess a finished learner turn before its context reaches the LLM."""
         await super().process_frame(frame, direction)
         if isinstance(frame, EndFrame | CancelFrame):
+            if self._preparing is not None:
+                self._preparing.cancel()
             await self.drain()
+        if isinstance(frame, BotStoppedSpeakingFrame):
+            self._prepare()
         if (
             not isinstance(frame, LLMContextFrame)
             or direction != FrameDirection.DOWNSTREAM

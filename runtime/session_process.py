@@ -158,7 +158,11 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     session_box: dict[str, Any] = {}
 
     step = tutoring_step(
-        persona, JsonChat(spec.llm_base_url), spec.cefr_level, first_question=persona.greeting
+        persona,
+        JsonChat(spec.llm_base_url),
+        spec.cefr_level,
+        first_question=persona.greeting,
+        settings=settings,
     )
     if persona.role == "tutor" and persona.language in DICTIONARIES:
         # Load the tutor's dictionary while the learner connects, not on the first turn.

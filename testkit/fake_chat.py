@@ -14,6 +14,7 @@ class ScriptedChat:
         self.texts = list(texts or [])
         self.objects = list(objects or [])
         self.asked: list[list[dict[str, str]]] = []
+        self.warmed: list[list[dict[str, str]]] = []
 
     async def text(self, messages: list[dict[str, str]], max_tokens: int = 100) -> str:
         """The next scripted text (raises ``JsonChatError`` when none is left)."""
@@ -33,6 +34,11 @@ class ScriptedChat:
         if isinstance(value, Exception):
             raise value
         return dict(value)
+
+    async def warm(self, messages: list[dict[str, str]]) -> bool:
+        """Record ``messages`` as read ahead (answers nothing)."""
+        self.warmed.append(messages)
+        return True
 
     async def aclose(self) -> None:
         """Nothing to close."""

@@ -335,6 +335,13 @@ class GrammarCorrector:
             category = "other"
         return Correction(original, corrected, str(answer.get("rule", "")).strip(), category)
 
+    async def warm(self) -> bool:
+        """Have the LLM read the correction prompt (instructions and examples) ahead of time.
+
+        Returns whether the server answered.
+        """
+        return await self.chat.warm(messages(self.language, self.level, ""))
+
     async def correct(self, text: str) -> Assessment | None:
         """The checked correction of ``text``, fast: what the tutor says first.
 
@@ -395,7 +402,9 @@ class GrammarCorrector:
             named = await self._explain(
                 assessment.text, assessment.corrected or assessment.text, e.original, e.corrected
             )
-            category = named.category if named.category != "other" else e.category
+            category = (
+                e.category if e.category != "other" else named.category
+            )  # a sure guess stands
             errors.append(replace(named, category=category))
         errors.sort(key=lambda e: PRIORITY.get(e.category, len(PRIORITY)))
         ms = round((time.perf_counter() - t0) * 1000)

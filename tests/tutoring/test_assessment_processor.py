@@ -30,6 +30,10 @@ class Step:
 
     def __init__(self, result: StepResult | None = None, error: Exception | None = None):
         self.result, self.error, self.seen = result, error, []
+        self.prepared = 0
+
+    async def prepare(self) -> None:
+        self.prepared += 1
 
     async def __call__(self, text: str) -> StepResult:
         self.seen.append(text)
@@ -82,6 +86,7 @@ async def test_the_checked_correction_is_spoken_first_and_the_llm_continues_from
     step = Step(StepResult(FIX, "Das Auto ist alt.", note))
     llm, stored, bot = await converse(tmp_path, step)
     assert step.seen == ["Die Auto ist alt."]
+    assert step.prepared >= 1  # when the bot stopped speaking: the next turn is prepared
     assert stored == [FIX]
     spoken = " ".join(bot)
     assert spoken.index("Das Auto ist alt.") < spoken.index("Was für ein Auto ist es?")

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import cast
+import json
+from typing import Any, cast
 
 from config.acs import load_acs_bank
 from config.personas import load_persona
 from pipelines.assessment import ExaminerStep, lead, next_question
-from services.assessment.grading import AnswerGrader, QuestionIndex, grade_from, messages
+from services.assessment.grading import (
+    AnswerGrader,
+    QuestionIndex,
+    grade_from,
+    grade_from_probabilities,
+    messages,
+)
 from services.assessment.json_chat import JsonChat, JsonChatError
 from testkit.fake_chat import ScriptedChat
 
@@ -117,3 +124,71 @@ async def test_the_verdict_decides_and_the_key_points_name_what_was_missing() ->
         ("probe", (q.key_points[1],)),
         ("unsatisfactory", tuple(q.key_points)),
     ]
+
+
+class FakeScorer:
+    """Verdict probabilities by answer; records what it was asked to read."""
+
+    def __init__(self, by_answer: dict[str, dict[str, float]]):
+        self.by_answer, self.warmed, self.scored = by_answer, [], []
+
+    def prompt(self, msgs: list[dict[str, str]], answer_prefix: str = "") -> str:
+        return "|".join(m["content"] for m in msgs) + "|" + answer_prefix
+
+    def warm(self, text: str) -> None:
+        self.warmed.append(text)
+
+    def probabilities(self, text: str, options: list[str]) -> dict[str, float]:
+        self.scored.append(text)
+        for answer, p in self.by_answer.items():
+            if json.dumps(answer)[1:-1] in text:
+                return p
+        raise ValueError("prompt too long")
+
+
+async def test_verdict_probabilities_grade_by_threshold_not_by_the_favourite() -> None:
+    q = question_with(3)
+    scorer = FakeScorer(
+        {
+            "Xq right": {"wrong": 0.2, "incomplete": 0.5, "correct": 0.3},
+            "Xq wrong": {"wrong": 0.4, "incomplete": 0.55, "correct": 0.05},
+            "Xq partial": {"wrong": 0.2, "incomplete": 0.65, "correct": 0.15},
+        }
+    )
+    chat = ScriptedChat()  # never asked
+    grader = AnswerGrader(cast(JsonChat, chat), BANK, scorer=cast(Any, scorer))
+    assert await grader.warm(q)
+    got = {a: (await grader.grade(q, a)).grade for a in ("Xq right", "Xq wrong", "Xq partial")}
+    assert {a: g.grade for a, g in got.items() if g} == {
+        "Xq right": "satisfactory",
+        "Xq wrong": "unsatisfactory",
+        "Xq partial": "probe",
+    }
+    assert got["Xq right"] is not None and got["Xq right"].missing == ()
+    assert got["Xq wrong"] is not None and got["Xq wrong"].missing == q.key_points
+    # What was read ahead is the start of every graded prompt: only the answer is new.
+    [warmed] = scorer.warmed
+    common = warmed[: warmed.index('"student answer": "') + len('"student answer": "')]
+    assert all(text.startswith(common) for text in scorer.scored)
+    assert chat.asked == [] and chat.warmed == []
+
+
+async def test_a_prompt_the_scorer_cannot_read_is_graded_by_the_server() -> None:
+    q = question_with(3)
+    chat = ScriptedChat(objects=[{"verdict": "correct"}])
+    grader = AnswerGrader(cast(JsonChat, chat), BANK, scorer=cast(Any, FakeScorer({})))
+    a = await grader.grade(q, "something else entirely")
+    assert a.grade is not None and a.grade.grade == "satisfactory"
+    assert "scorer_failed" in a.extra and len(chat.asked) == 1
+
+
+def test_grade_from_probabilities_thresholds() -> None:
+    assert grade_from_probabilities({"wrong": 0.3, "incomplete": 0.5, "correct": 0.2}) == (
+        "satisfactory"
+    )
+    assert grade_from_probabilities({"wrong": 0.1, "incomplete": 0.82, "correct": 0.08}) == (
+        "unsatisfactory"
+    )
+    assert grade_from_probabilities({"wrong": 0.4, "incomplete": 0.45, "correct": 0.15}) == (
+        "probe"
+    )
