@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, cast
 
 from config.acs import load_acs_bank
 from config.personas import load_persona
-from pipelines.assessment import ExaminerStep, lead, next_question
+from config.settings import Settings
+from pipelines.assessment import ExaminerStep, lead, local_scorer, next_question
 from services.assessment.grading import (
     AnswerGrader,
     QuestionIndex,
@@ -192,3 +194,17 @@ def test_grade_from_probabilities_thresholds() -> None:
     assert grade_from_probabilities({"wrong": 0.4, "incomplete": 0.45, "correct": 0.15}) == (
         "probe"
     )
+
+
+def test_no_local_scorer_when_switched_off_or_not_installed(tmp_path: Path) -> None:
+    assert local_scorer(Settings(home=tmp_path, assessment_scorer=True)) is None  # no model
+    assert local_scorer(Settings(assessment_scorer=False)) is None
+
+
+async def test_the_examiner_reads_the_open_question_ahead_when_the_bot_stops() -> None:
+    chat = ScriptedChat()
+    step = ExaminerStep(EXAMINER, AnswerGrader(cast(JsonChat, chat), BANK))
+    assert step.current is not None
+    await step.prepare()
+    [warmed] = chat.warmed
+    assert warmed == messages(step.current, "")

@@ -6,6 +6,8 @@ from typing import cast
 
 import pytest
 
+from config.personas import load_persona
+from pipelines.assessment import TutorStep
 from services.assessment.dictionary import diacritic_fixes, unknown_words
 from services.assessment.gec import (
     GrammarCorrector,
@@ -118,3 +120,10 @@ def test_a_category_is_guessed_from_the_words_alone(
     language: str, original: str, corrected: str, category: str
 ) -> None:
     assert guess_category(language, original, corrected) == category
+
+
+async def test_the_tutor_reads_the_correction_prompt_ahead_when_the_bot_stops() -> None:
+    chat = ScriptedChat()
+    fixer = corrector(chat)
+    await TutorStep(load_persona("german-tutor"), fixer).prepare()
+    assert chat.warmed == [messages("de", fixer.level, "")] and chat.asked == []
