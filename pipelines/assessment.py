@@ -25,11 +25,12 @@ from config.settings import Settings
 from contracts.assessment import Assessment, Assessor
 from pipelines.local import local_llm
 from processors.assessment import StepResult
+from services.assessment.confusion import FAMILIES
 from services.assessment.dictionary import load_dictionary
 from services.assessment.gec import EXAMPLES, GrammarCorrector
 from services.assessment.grading import AnswerGrader
 from services.assessment.json_chat import JsonChat
-from services.assessment.next_token import NextTokenScorer
+from services.assessment.next_token import NextTokenScorer, WindowScorer
 from weights.registry import ModelError, model_path
 
 MAX_PROBES = 2
@@ -50,6 +51,21 @@ def local_scorer(settings: Settings) -> NextTokenScorer | None:
     except ModelError:
         return None
     return NextTokenScorer(path, threads=settings.llm_threads)
+
+
+def local_window_scorer(settings: Settings, language: str) -> WindowScorer | None:
+    """The local model loaded in this process for a tutor's confusable forms (blocking).
+
+    ``None`` when ``settings.assessment_scorer`` is off, the model is not installed, or the
+    language has no confusable families (:data:`services.assessment.confusion.FAMILIES`).
+    """
+    if not settings.assessment_scorer or language not in FAMILIES:
+        return None
+    try:
+        path = model_path(settings.llm_model, settings.home)
+    except ModelError:
+        return None
+    return WindowScorer(path, threads=settings.llm_threads)
 
 
 def build_assessor(
@@ -256,15 +272,18 @@ async def turn_assessor(
     """
     if llm_base_url:
         settings = settings.model_copy(update={"llm_base_url": llm_base_url})
-    scorer = None
+    scorer = window = None
     if persona.role == "tutor":
         await asyncio.to_thread(load_dictionary, persona.language)
+        window = await asyncio.to_thread(local_window_scorer, settings, persona.language)
     else:
         scorer = await asyncio.to_thread(local_scorer, settings)
     async with local_llm(settings) as base_url:
         chat = JsonChat(base_url)
         try:
             assessor = build_assessor(persona, chat, level, scorer)
+            if isinstance(assessor, GrammarCorrector):
+                assessor.window = window
             if assessor is None:
                 raise ValueError(f"persona {persona.id!r} has no assessment")
             yield TurnAssessor(persona, assessor)
@@ -278,16 +297,33 @@ class TutorStep:
     Args:
         persona: The tutor.
         assessor: Its grammar corrector.
+        scorer_settings: Load the local window scorer (:func:`local_window_scorer`) with
+            these on the first :meth:`prepare`; ``None``: the corrector keeps its own.
     """
 
-    def __init__(self, persona: Persona, assessor: Assessor):
+    def __init__(
+        self, persona: Persona, assessor: Assessor, scorer_settings: Settings | None = None
+    ):
         self.persona = persona
         self.assessor = assessor
+        self._scorer_settings = scorer_settings
 
     async def prepare(self) -> None:
-        """Have the LLM read the correction prompt before the learner's next sentence."""
-        if isinstance(self.assessor, GrammarCorrector):
-            await self.assessor.warm()
+        """Have the LLM read the correction prompt before the learner's next sentence.
+
+        The first call also loads the local window scorer, off the loop.
+        """
+        if not isinstance(self.assessor, GrammarCorrector):
+            return
+        if self._scorer_settings is not None:
+            settings, self._scorer_settings = self._scorer_settings, None
+            try:
+                self.assessor.window = await asyncio.to_thread(
+                    local_window_scorer, settings, self.persona.language
+                )
+            except ValueError as e:  # a model that cannot be read: rewrite only
+                logger.warning(f"no local window scorer: {e}")
+        await self.assessor.warm()
 
     async def __call__(self, text: str) -> StepResult:
         """Correct ``text``; lead with the corrected sentence if something was wrong.
@@ -401,10 +437,11 @@ def tutoring_step(
 ) -> TutorStep | ExaminerStep | None:
     """The tutoring step of a session of ``persona``, or ``None`` for a persona without one.
 
-    With ``settings``, the examiner loads the local verdict scorer once the greeting has
-    been spoken (:func:`local_scorer`).
+    With ``settings``, the examiner loads the local verdict scorer (:func:`local_scorer`)
+    and a tutor its window scorer (:func:`local_window_scorer`) once the greeting has been
+    spoken.
     """
     assessor = build_assessor(persona, chat, level)
     if isinstance(assessor, AnswerGrader):
         return ExaminerStep(persona, assessor, first_question, scorer_settings=settings)
-    return TutorStep(persona, assessor) if assessor is not None else None
+    return TutorStep(persona, assessor, settings) if assessor is not None else None

@@ -29,12 +29,19 @@ from config.settings import Settings
 from config.tiers import Tier, TierError, get_tier
 from contracts.assessment import Assessment
 from contracts.turns import TurnRecord
-from pipelines.assessment import ExaminerStep, TutorStep, local_scorer, tutoring_step
+from pipelines.assessment import (
+    ExaminerStep,
+    TutorStep,
+    local_scorer,
+    local_window_scorer,
+    tutoring_step,
+)
 from pipelines.local import local_llm
 from pipelines.session import build_session
 from pipelines.tiers import build_tier_services
 from processors.assessment import AssessmentProcessor
 from services.assessment.dictionary import DICTIONARIES, load_dictionary
+from services.assessment.gec import GrammarCorrector
 from services.assessment.json_chat import JsonChat
 from services.llama_server import warm_up
 from transports.file import (
@@ -127,6 +134,10 @@ async def _tutoring_step(
     step = tutoring_step(persona, chat, level, first_question=persona.greeting)
     if isinstance(step, ExaminerStep):
         step.grader.scorer = await asyncio.to_thread(local_scorer, settings)
+    elif isinstance(step, TutorStep) and isinstance(step.assessor, GrammarCorrector):
+        step.assessor.window = await asyncio.to_thread(
+            local_window_scorer, settings, persona.language
+        )
     return step
 
 

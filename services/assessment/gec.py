@@ -3,9 +3,12 @@
 Three narrow steps: (1) words the language's Hunspell dictionary does not know but knows
 with other diacritics are fixed from the dictionary (``Muj`` → ``Můj``); (2) the model
 rewrites the sentence with the smallest correction (one short answer: the sentence, no
-JSON, which a 1.5B model gets right more often than a structured answer); (3) only when the
+JSON, which a 1.5B model gets right more often than a structured answer), and when it finds
+nothing, the local model scores the other forms of each article, possessive, pronoun and
+contraction in place (:mod:`services.assessment.confusion`; German); (3) only when the
 sentence changed, the model names each change's rule and category as JSON of a fixed shape
-(:data:`SCHEMA`). The correction is checked (:func:`check`) before step 3; it is dropped when
+(:data:`SCHEMA`), after the correction has been spoken. The correction is checked
+(:func:`check`) before it is used; it is dropped when
 
 - it changes nothing but punctuation, capitals or spacing (nothing to say);
 - it rewrites the sentence instead of fixing it: more than :data:`MAX_CHANGED_WORDS` words,
@@ -29,6 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from contracts.assessment import ERROR_CATEGORIES, Assessment, Correction
+from services.assessment.confusion import FAMILIES, Scorer, best_substitution
 from services.assessment.dictionary import (
     diacritic_fixes,
     load_dictionary,
@@ -92,6 +96,12 @@ EXAMPLES: dict[str, tuple[Example, ...]] = {
 }
 """Worked examples per language (none of them is in the evaluation sets)."""
 
+
+CONTEXT = {
+    "de": "Ein grammatisch korrekter deutscher Satz:",
+    "cs": "Gramaticky správná česká věta:",
+}
+"""What the window scorer reads before a sentence ("A grammatically correct … sentence:")."""
 
 TOPICS = {
     "de": "article gender, case ending, verb form, word order, preposition, or wrong word",
@@ -309,15 +319,25 @@ class GrammarCorrector:
         language: ``de`` or ``cs``.
         level: The learner's CEFR level, or ``None`` for A2.
         max_spans: Most changed spans explained per sentence (each is one short request).
+        window: The local model scoring confusable forms (:mod:`services.assessment.
+            confusion`), tried when the rewrite found nothing; ``None``: rewrite only.
     """
 
-    def __init__(self, chat: JsonChat, language: str, level: str | None = None, max_spans: int = 2):
+    def __init__(
+        self,
+        chat: JsonChat,
+        language: str,
+        level: str | None = None,
+        max_spans: int = 2,
+        window: Scorer | None = None,
+    ):
         if language not in EXAMPLES:
             raise ValueError(f"no grammar correction for language {language!r}")
         self.chat = chat
         self.language = language
         self.level = level
         self.max_spans = max_spans
+        self.window = window
 
     async def _explain(
         self, sentence: str, fixed_sentence: str, original: str, corrected: str
@@ -364,6 +384,16 @@ class GrammarCorrector:
         except JsonChatError as e:
             rewritten, extra = spelled, {"failed": str(e)}
         result = check(self.language, text, rewritten, [], unknown=unknown_words)
+        if not result.errors and self.window is not None and self.language in FAMILIES:
+            try:
+                found = await asyncio.to_thread(
+                    best_substitution, self.language, spelled, self.window, CONTEXT[self.language]
+                )
+            except ValueError:  # a sentence too long for the window scorer
+                found = None
+            if found is not None:
+                result = check(self.language, text, found.sentence, [])
+                extra["window_gain"] = round(found.gain, 2)
         if not result.errors and rewritten != spelled:
             result = check(self.language, text, spelled, [])  # keep the dictionary's fixes
         errors = [

@@ -127,3 +127,32 @@ async def test_the_tutor_reads_the_correction_prompt_ahead_when_the_bot_stops() 
     fixer = corrector(chat)
     await TutorStep(load_persona("german-tutor"), fixer).prepare()
     assert chat.warmed == [messages("de", fixer.level, "")] and chat.asked == []
+
+
+class FormScorer:
+    """Prefers ``dem Bus`` to any other window (the local model's stand-in)."""
+
+    def logprob(self, text: str, start: int) -> float:
+        return 0.0 if text[start:].startswith("dem Bus") else -5.0
+
+
+async def test_confusable_forms_are_tried_when_the_rewrite_finds_nothing() -> None:
+    chat = ScriptedChat(["Ich fahre mit der Bus."])  # the rewrite misses the case error
+    fixer = GrammarCorrector(cast(JsonChat, chat), "de", window=FormScorer())
+    a = await fixer.correct("Ich fahre mit der Bus.")
+    assert a is not None and a.corrected == "Ich fahre mit dem Bus."
+    [error] = a.errors
+    assert (error.original, error.corrected, error.category) == ("der", "dem", "case")
+    assert a.extra["window_gain"] == 5.0
+
+
+async def test_a_found_rewrite_is_not_second_guessed_by_the_window() -> None:
+    chat = ScriptedChat(["Ich fahre mit dem Bus."])
+
+    class Never:
+        def logprob(self, text: str, start: int) -> float:
+            raise AssertionError("not asked")
+
+    fixer = GrammarCorrector(cast(JsonChat, chat), "de", window=Never())
+    a = await fixer.correct("Ich fahre mit der Bus.")
+    assert a is not None and a.corrected == "Ich fahre mit dem Bus."
