@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
@@ -37,6 +38,16 @@ MAX_PROBES = 2
 """Follow-up questions the examiner asks on one question before grading it unsatisfactory."""
 
 
+def _scorer_model(settings: Settings) -> Path | None:
+    """The GGUF a local scorer reads, or ``None`` (scorers off, or the model not installed)."""
+    if not settings.assessment_scorer:
+        return None
+    try:
+        return model_path(settings.llm_model, settings.home)
+    except ModelError:
+        return None
+
+
 def local_scorer(settings: Settings) -> NextTokenScorer | None:
     """The local model loaded in this process for reading verdict probabilities (blocking).
 
@@ -44,13 +55,8 @@ def local_scorer(settings: Settings) -> NextTokenScorer | None:
     LLM server then writes the verdict). Loading maps the GGUF (shared with the server's
     pages) in ~1 s.
     """
-    if not settings.assessment_scorer:
-        return None
-    try:
-        path = model_path(settings.llm_model, settings.home)
-    except ModelError:
-        return None
-    return NextTokenScorer(path, threads=settings.llm_threads)
+    path = _scorer_model(settings)
+    return NextTokenScorer(path, threads=settings.llm_threads) if path else None
 
 
 def local_window_scorer(settings: Settings, language: str) -> WindowScorer | None:
@@ -59,13 +65,8 @@ def local_window_scorer(settings: Settings, language: str) -> WindowScorer | Non
     ``None`` when ``settings.assessment_scorer`` is off, the model is not installed, or the
     language has no confusable families (:data:`services.assessment.confusion.FAMILIES`).
     """
-    if not settings.assessment_scorer or language not in FAMILIES:
-        return None
-    try:
-        path = model_path(settings.llm_model, settings.home)
-    except ModelError:
-        return None
-    return WindowScorer(path, threads=settings.llm_threads)
+    path = _scorer_model(settings) if language in FAMILIES else None
+    return WindowScorer(path, threads=settings.llm_threads) if path else None
 
 
 def build_assessor(
