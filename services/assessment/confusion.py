@@ -43,8 +43,28 @@ FAMILIES: dict[str, tuple[tuple[str, ...], ...]] = {
             "er ihn ihm",
         )
     ),
+    "cs": tuple(
+        tuple(f.split())
+        for f in (
+            "v ve na",
+            "ten ta to ty ti",
+            "jsem jsi je jsme jste jsou",
+            "mám máš má máme máte mají",
+            "jdu jdeš jde jdeme jdete jdou",
+            "byl byla bylo byli byly",
+        )
+    ),
 }
 """Per language, the word families whose forms a learner confuses (lower case)."""
+
+SWAPS: dict[str, tuple[frozenset[str], int]] = {
+    "de": (frozenset("ich du er sie es wir ihr".split()), +1),
+    "cs": (frozenset("se si jsem jsi jsme jste".split()), -1),
+}
+"""Per language, words a learner puts on the wrong side of their neighbour, and which
+neighbour: German subject pronouns before the finite verb after a fronted word (``Morgen
+ich fahre`` → ``Morgen fahre ich``: swapped with the next word); Czech clitics after the
+verb (``jmenuju se`` → ``se jmenuju``: swapped with the word before)."""
 
 MARGIN = 1.5
 """Least gain in log-probability (nats) over the learner's words for a substitution."""
@@ -96,9 +116,10 @@ def best_substitution(
 ) -> Substitution | None:
     """The one substitution of a confusable form that makes ``sentence`` most likely.
 
-    Each word with :func:`alternatives` is replaced by each of them in turn; the word and
-    the :data:`WINDOW_WORDS` words after it are scored after ``context`` (e.g. "A correct
-    German sentence:") and the rest of the sentence before it.
+    Each word with :func:`alternatives` is replaced by each of them in turn, and each word
+    of :data:`SWAPS` is swapped with its neighbour; the changed words and the
+    :data:`WINDOW_WORDS` words after them are scored after ``context`` (e.g. "A correct
+    German sentence:") and the rest of the sentence before them.
 
     Returns:
         The best substitution gaining at least :data:`MARGIN`, or ``None``.
@@ -110,16 +131,43 @@ def best_substitution(
     spans = list(_WORD.finditer(sentence))
     best: Substitution | None = None
     for i, m in enumerate(spans):
-        options = alternatives(language, m.group())
-        if not options:
-            continue
         end = spans[min(i + WINDOW_WORDS, len(spans) - 1)].end()
         start = len(lead) + m.start()
-        said = scorer.logprob(lead + sentence[:end], start)
-        for option in options:
+        said: float | None = None
+        for option in alternatives(language, m.group()):
+            if said is None:
+                said = scorer.logprob(lead + sentence[:end], start)
             changed = sentence[: m.start()] + option + sentence[m.end() :]
             shift = len(option) - len(m.group())
             gain = scorer.logprob(lead + changed[: end + shift], start) - said
             if gain >= MARGIN and (best is None or gain > best.gain):
                 best = Substitution(changed, m.group(), option, gain)
+    for a, b in _swaps(language, sentence, spans):
+        end = spans[min(b + WINDOW_WORDS, len(spans) - 1)].end()
+        first, second = spans[a], spans[b]
+        start = len(lead) + first.start()
+        said = scorer.logprob(lead + sentence[:end], start)
+        left, right = second.group(), first.group()
+        if a == 0 and first.group()[:1].isupper():  # keep the sentence's capital first
+            left, right = left[:1].upper() + left[1:], right[:1].lower() + right[1:]
+        between = sentence[first.end() : second.start()]
+        changed = sentence[: first.start()] + left + between + right + sentence[second.end() :]
+        gain = scorer.logprob(lead + changed[:end], start) - said
+        if gain >= MARGIN and (best is None or gain > best.gain):
+            original = sentence[first.start() : second.end()]
+            best = Substitution(changed, original, changed[first.start() : second.end()], gain)
     return best
+
+
+def _swaps(language: str, sentence: str, spans: list[re.Match[str]]) -> list[tuple[int, int]]:
+    """Pairs of adjacent word indices (left, right) to try swapped (:data:`SWAPS`)."""
+    words, direction = SWAPS.get(language, (frozenset(), 0))
+    pairs = []
+    for i, m in enumerate(spans):
+        j = i + direction
+        if m.group().lower() not in words or not 0 <= j < len(spans) or i == 0 and direction > 0:
+            continue
+        a, b = min(i, j), max(i, j)
+        if sentence[spans[a].end() : spans[b].start()] == " ":  # not across a comma
+            pairs.append((a, b))
+    return pairs

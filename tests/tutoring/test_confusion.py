@@ -23,7 +23,8 @@ class TableScorer:
 def test_alternatives_are_the_other_forms_of_the_family_capitalised_alike() -> None:
     assert alternatives("de", "Die") == ["Das", "Dem", "Den", "Der", "Des"]
     assert alternatives("de", "mir") == ["ich", "mich"]
-    assert alternatives("de", "Auto") == [] and alternatives("cs", "ten") == []
+    assert alternatives("de", "Auto") == [] and alternatives("en", "the") == []
+    assert alternatives("cs", "v") == ["na", "ve"]
 
 
 def test_the_most_likely_form_replaces_the_learners_when_it_gains_enough() -> None:
@@ -45,4 +46,19 @@ def test_a_small_gain_changes_nothing() -> None:
 
 def test_a_language_without_families_is_not_scored() -> None:
     scorer = TableScorer({})
-    assert best_substitution("cs", "Jdu do obchod.", scorer) is None and scorer.calls == []
+    assert best_substitution("en", "I goes home.", scorer) is None and scorer.calls == []
+
+
+def test_a_misplaced_pronoun_or_clitic_is_swapped_with_its_neighbour() -> None:
+    german = TableScorer({"fahre ich": 0.0, "ich fahre": -3.0})
+    found = best_substitution("de", "Morgen ich fahre nach Wien.", german)
+    assert found is not None and found.sentence == "Morgen fahre ich nach Wien."
+    assert (found.original, found.replacement) == ("ich fahre", "fahre ich")
+    czech = TableScorer({"se jmenuju": 0.0, "Já se": 0.0, "Já jmenuju": -4.0})
+    found = best_substitution("cs", "Já jmenuju se Anna.", czech)
+    assert found is not None and found.sentence == "Já se jmenuju Anna."
+    # Never across a comma: after "regnet," the pronoun is swapped with the verb after it.
+    comma = TableScorer({"bleiben wir": 0.0, "wir bleiben": -3.0})
+    found = best_substitution("de", "Wenn es regnet, wir bleiben hier.", comma)
+    assert found is not None and found.sentence == "Wenn es regnet, bleiben wir hier."
+    assert not any(t[s:].startswith("regnet, wir") for t, s in comma.calls)
