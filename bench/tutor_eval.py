@@ -10,7 +10,8 @@ right or wrong) through the code path of ``voxtutor assess``
   corrections the checks dropped;
 - examiner: grades right, wrong answers graded other than satisfactory, right answers graded
   satisfactory, and whether the reply after an unsatisfactory grade states the reference;
-- the median time the assessment adds to a turn, ms.
+- the median time the assessment adds to a turn before the tutor can speak, ms, and for
+  tutors the median time naming the rules takes afterwards (while the lead is spoken).
 
 The project's targets (local 1.5B model): German ≥ 75 % corrected, Czech ≥ 60 %, false
 corrections ≤ 10 %; examiner: wrong answers not satisfactory ≥ 85 %, right answers
@@ -61,12 +62,14 @@ async def tutor(
     planted = [i for i in items if i["category"] != "none"]
     controls = [i for i in items if i["category"] == "none"]
     texts = [i["text"] for i in items]
-    rows, latencies = [], []
+    rows, latencies, explained = [], [], []
     for text in texts:
         assessment, line = await assess(text)
         rows.append((assessment, line))
         if assessment is not None and assessment.latency_ms is not None:
             latencies.append(assessment.latency_ms)
+        if assessment is not None and "explain_ms" in assessment.extra:
+            explained.append(assessment.extra["explain_ms"])
     by_text = {line["text"]: (a, line) for a, line in rows}
     right = sum(same(by_text[i["text"]][1]["corrected"], i["expected"]) for i in planted)
     false = sum(not same(by_text[i["text"]][1]["corrected"], i["text"]) for i in controls)
@@ -82,6 +85,7 @@ async def tutor(
         "false_corrections": (false, len(controls)),
         "dropped_by_checks": dropped,
         "median_ms": statistics.median(latencies) if latencies else None,
+        "median_explain_ms": statistics.median(explained) if explained else None,
         "misses": misses,
     }
 
@@ -160,6 +164,8 @@ async def main() -> None:
                 "all",
             )
         table.add_row("", "median added latency", f"{r['median_ms']} ms", "")
+        if r.get("median_explain_ms") is not None:
+            table.add_row("", "median rule naming (after)", f"{r['median_explain_ms']} ms", "")
     console.print(table)
     console.print(
         f"[dim]{time.perf_counter() - t0:.0f} s; misses in bench/results/tutor_eval.json[/]"

@@ -14,6 +14,11 @@ from sqlalchemy.engine import make_url
 
 from testkit.audio import LIBRIVOX, librivox_transcripts
 
+# Sessions the tests start talk to fake or small LLMs: they must not also load the real
+# model in-process for the assessment scorers (seconds of CPU per turn, skewing timings).
+# The tests of the scorers turn them on explicitly: Settings(assessment_scorer=True).
+os.environ.setdefault("VOXTUTOR_ASSESSMENT_SCORER", "false")
+
 if TYPE_CHECKING:
     from testkit.api_support import Api
 

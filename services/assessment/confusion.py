@@ -1,13 +1,17 @@
 """Closed-class word forms a learner confuses, each alternative checked by the local model.
 
-A German learner picks the wrong form of a small, closed set far more often than anything
-else: the article or possessive for the noun's gender and case (``die Auto``, ``mit der
-Bus``, ``bei meine Tante``), a pronoun's case, a contraction. A 1.5B model asked to rewrite
-the sentence misses most of these, but when each alternative form is put in place and the
-few words after it are scored (:class:`services.assessment.next_token.WindowScorer`), the
-right form is clearly the most likely: on ``bench/tutor_eval/german.yaml`` it found 12 of
-the 14 gender and case errors. Only the forms of one family are tried for a word (``der``
-→ ``die das den dem des``), so a replacement is always a real word of the same kind.
+A learner picks the wrong form of a small, closed set far more often than anything else: a
+German article or possessive for the noun's gender and case (``die Auto``, ``mit der Bus``,
+``bei meine Tante``), a pronoun's case, a contraction, a preposition of a fixed phrase
+(``zu Berlin``, ``warten für``); a Czech ``v``/``na``, demonstrative
+or present-tense form of ``být``/``mít``/``jít`` (not the past tense's gender, which
+is the speaker's own); and the place of a German subject pronoun
+or a Czech clitic (``Morgen ich fahre``, ``jmenuju se``). A 1.5B model asked to rewrite the
+sentence misses most of these, but when each alternative is put in place and the few words
+after it are scored (:class:`services.assessment.next_token.WindowScorer`), the right form
+is clearly the most likely: on ``bench/tutor_eval/german.yaml`` it found 12 of the 14
+gender and case errors. Only the forms of one family are tried for a word (``der`` → ``die
+das den dem des``), so a replacement is always a real word of the same kind.
 
 A substitution is kept only when it raises the window's log-probability by at least
 :data:`MARGIN` nats: on the same set, correct sentences' best alternatives gained at most
@@ -41,6 +45,9 @@ FAMILIES: dict[str, tuple[tuple[str, ...], ...]] = {
             "ich mich mir",
             "du dich dir",
             "er ihn ihm",
+            "zu nach",
+            "für auf über an",
+            "in an auf",
         )
     ),
     "cs": tuple(
@@ -51,7 +58,6 @@ FAMILIES: dict[str, tuple[tuple[str, ...], ...]] = {
             "jsem jsi je jsme jste jsou",
             "mám máš má máme máte mají",
             "jdu jdeš jde jdeme jdete jdou",
-            "byl byla bylo byli byly",
         )
     ),
 }
@@ -157,6 +163,24 @@ def best_substitution(
             original = sentence[first.start() : second.end()]
             best = Substitution(changed, original, changed[first.start() : second.end()], gain)
     return best
+
+
+def gain(sentence: str, changed: str, scorer: Scorer, context: str = "") -> float:
+    """How much more likely ``changed`` is than ``sentence``, nats, from where they differ.
+
+    Both are scored after ``context`` from their first differing character to the end.
+
+    Raises:
+        ValueError: a sentence too long for the scorer.
+    """
+    lead = f"{context} " if context else ""
+    start = next(
+        (i for i, (a, b) in enumerate(zip(sentence, changed, strict=False)) if a != b),
+        min(len(sentence), len(changed)),
+    )
+    start = sentence.rfind(" ", 0, start) + 1  # from the start of the word
+    said = scorer.logprob(lead + sentence, len(lead) + start)
+    return scorer.logprob(lead + changed, len(lead) + start) - said
 
 
 def _swaps(language: str, sentence: str, spans: list[re.Match[str]]) -> list[tuple[int, int]]:

@@ -5,7 +5,8 @@ with other diacritics are fixed from the dictionary (``Muj`` → ``Můj``); (2) 
 rewrites the sentence with the smallest correction (one short answer: the sentence, no
 JSON, which a 1.5B model gets right more often than a structured answer), and when it finds
 nothing, the local model scores the other forms of each article, possessive, pronoun and
-contraction in place (:mod:`services.assessment.confusion`; German); (3) only when the
+contraction in place, and misplaced pronouns and clitics swapped
+(:mod:`services.assessment.confusion`); (3) only when the
 sentence changed, the model names each change's rule and category as JSON of a fixed shape
 (:data:`SCHEMA`), after the correction has been spoken. The correction is checked
 (:func:`check`) before it is used; it is dropped when
@@ -32,7 +33,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from contracts.assessment import ERROR_CATEGORIES, Assessment, Correction
-from services.assessment.confusion import FAMILIES, Scorer, best_substitution
+from services.assessment.confusion import FAMILIES, Scorer, best_substitution, gain
 from services.assessment.dictionary import (
     diacritic_fixes,
     load_dictionary,
@@ -40,6 +41,9 @@ from services.assessment.dictionary import (
     words,
 )
 from services.assessment.json_chat import JsonChat, JsonChatError
+
+REWRITE_MARGIN = 0.0
+"""Least gain in log-probability (nats, local model) a rewrite needs over what was said."""
 
 MAX_CHANGED_WORDS = 3
 """Most words a correction may change (A1-B1 sentences have one or two errors)."""
@@ -384,6 +388,17 @@ class GrammarCorrector:
         except JsonChatError as e:
             rewritten, extra = spelled, {"failed": str(e)}
         result = check(self.language, text, rewritten, [], unknown=unknown_words)
+        if result.errors and self.window is not None and rewritten != spelled:
+            try:  # the local model must not find the rewrite less likely than what was said
+                more = await asyncio.to_thread(
+                    gain, spelled, rewritten, self.window, CONTEXT[self.language]
+                )
+            except ValueError:
+                more = 0.0
+            extra["rewrite_gain"] = round(more, 2)
+            if more < REWRITE_MARGIN:
+                result = Assessment(kind="gec", text=text, corrected=text)
+                extra["dropped"] = "less likely"
         if not result.errors and self.window is not None and self.language in FAMILIES:
             try:
                 found = await asyncio.to_thread(

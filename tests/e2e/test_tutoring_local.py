@@ -27,6 +27,9 @@ from weights.registry import model_path
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
+SCORED = Settings(llm_model="qwen2.5-coder-0.5b", assessment_scorer=True)
+"""The in-process scorers on the same small model as the server."""
+
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def llm_url(tmp_path_factory):
@@ -41,7 +44,7 @@ async def llm_url(tmp_path_factory):
 async def test_tutor_corrections_only_ever_bring_in_dictionary_words(llm_url: str) -> None:
     sentences = ["Der Wetter ist heute schön.", "Ich wohne seit zwei Jahren in Berlin."]
     persona = load_persona("german-tutor")
-    async with turn_assessor(persona, Settings(), llm_base_url=llm_url) as assess:
+    async with turn_assessor(persona, SCORED, llm_base_url=llm_url) as assess:
         for text in sentences:
             assessment, line = await assess(text)
             assert set(line) == {"text", "corrected", "errors", "reply"} and line["text"] == text
@@ -58,12 +61,15 @@ async def test_examiner_grades_against_the_bank_and_teaches_after_a_wrong_answer
     llm_url: str,
 ) -> None:
     persona = load_persona("aviation-examiner")
-    async with turn_assessor(persona, Settings(), llm_base_url=llm_url) as assess:
+    async with turn_assessor(persona, SCORED, llm_base_url=llm_url) as assess:
         assessment, line = await assess(
             "Vx is the speed for the best rate of climb.", "What is Vx?"
         )
     assert line["task"] and line["question"] and line["grade"] in GRADES
     assert assessment is not None and assessment.grade is not None
+    # Graded from the local model's verdict probabilities, read in this process.
+    p = assessment.extra["p"]
+    assert set(p) == {"wrong", "incomplete", "correct"} and abs(sum(p.values()) - 1) < 0.01
     if line["grade"] == "unsatisfactory":
         assert assessment.grade.reference in line["reply"]
 
@@ -96,3 +102,18 @@ def test_assess_refuses_an_unknown_persona_and_an_examiner_without_question() ->
     assert r.exit_code == 2 and "pirate" in r.output
     r = runner.invoke(app, ["assess", "--persona", "aviation-examiner", "Vx is best angle."])
     assert r.exit_code == 2 and "--question" in r.output
+
+
+async def test_the_window_scorer_reads_the_same_probability_whatever_it_read_before() -> None:
+    from pipelines.assessment import local_window_scorer
+    from services.assessment.gec import CONTEXT
+
+    scorer = local_window_scorer(SCORED, "de")
+    assert scorer is not None
+    start = len(CONTEXT["de"]) + len(" Ich fahre mit ")
+    said = scorer.logprob(CONTEXT["de"] + " Ich fahre mit der Bus", start)
+    right = scorer.logprob(CONTEXT["de"] + " Ich fahre mit dem Bus", start)
+    other = scorer.logprob("Etwas ganz anderes: der Bus", len("Etwas ganz anderes: "))
+    again = scorer.logprob(CONTEXT["de"] + " Ich fahre mit der Bus", start)
+    assert said < 0 and right < 0 and said != right and other != said
+    assert abs(again - said) < 1e-3  # the kept prefix is reused correctly

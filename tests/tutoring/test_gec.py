@@ -146,13 +146,23 @@ async def test_confusable_forms_are_tried_when_the_rewrite_finds_nothing() -> No
     assert a.extra["window_gain"] == 5.0
 
 
-async def test_a_found_rewrite_is_not_second_guessed_by_the_window() -> None:
-    chat = ScriptedChat(["Ich fahre mit dem Bus."])
+async def test_a_rewrite_the_local_model_finds_less_likely_is_dropped() -> None:
+    class Prefers:
+        def __init__(self, phrase: str):
+            self.phrase = phrase
 
-    class Never:
         def logprob(self, text: str, start: int) -> float:
-            raise AssertionError("not asked")
+            return 0.0 if self.phrase in text[start:] else -3.0
 
-    fixer = GrammarCorrector(cast(JsonChat, chat), "de", window=Never())
-    a = await fixer.correct("Ich fahre mit der Bus.")
+    kept = GrammarCorrector(
+        cast(JsonChat, ScriptedChat(["Ich fahre mit dem Bus."])), "de", window=Prefers("dem Bus")
+    )
+    a = await kept.correct("Ich fahre mit der Bus.")
     assert a is not None and a.corrected == "Ich fahre mit dem Bus."
+    assert a.extra["rewrite_gain"] == 3.0
+    dropped = GrammarCorrector(
+        cast(JsonChat, ScriptedChat(["Ich fahre mit den Bus."])), "de", window=Prefers("der Bus")
+    )
+    b = await dropped.correct("Ich fahre mit der Bus.")
+    assert b is not None and b.corrected == "Ich fahre mit der Bus." and not b.errors
+    assert b.extra["dropped"] == "less likely" and b.extra["rewrite_gain"] == -3.0
