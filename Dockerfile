@@ -5,9 +5,13 @@
 #     session --persona german-tutor --audio /in/turn1.wav --out /out
 FROM python:3.11-slim-bookworm
 
-# espeak-ng speaks German/Czech; build tools compile llama.cpp (llama-cpp-python is an sdist).
-RUN apt-get update \
- && apt-get install -y --no-install-recommends espeak-ng build-essential cmake libgomp1 \
+# SVOX Pico speaks German (Debian non-free, enabled here), Festival Czech, espeak-ng is their
+# fallback; build tools compile llama.cpp (llama-cpp-python is an sdist).
+RUN printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      > /etc/apt/sources.list.d/voxtutor-non-free.sources \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends espeak-ng libttspico-utils festival \
+      festival-czech festvox-czech-dita festvox-czech-machac build-essential cmake libgomp1 \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

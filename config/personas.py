@@ -113,8 +113,11 @@ class Persona(BaseModel):
             in by :meth:`render_system_prompt`.
         examples: Few-shot exchanges (small local models need them to correct reliably).
         stt_keyterms: Terms STT should favour (Whisper hotwords, Deepgram keyterms).
-        voice: Local-tier voice: a Piper voice for English (``en_US-joe-medium``), an
-            espeak-ng voice for German and Czech (``de``, ``cs``, variants like ``de+m3``).
+        voice: Local-tier voice, ``engine:name`` or a bare name: a Piper voice for English
+            (``en_US-joe-medium``); for German ``pico:de-DE`` (SVOX Pico) or an espeak-ng
+            voice (``de``, ``espeak:de+m3``); for Czech ``festival:czech_dita`` /
+            ``festival:czech_machac`` or an espeak-ng voice (``cs``). A Pico or Festival
+            voice that is not installed falls back to espeak-ng (see :attr:`voice_engine`).
         acs_areas: For examiners, the ACS areas of operation to cover (FAA-S-ACS-6C).
         farewell: Goodbye spoken when the session is ended; a language default if unset.
         tools: Functions the LLM may call (names unique), e.g. to record an exam result.
@@ -154,15 +157,34 @@ class Persona(BaseModel):
             raise ValueError(f"not a valid template ({e}); write a literal brace twice") from None
         return prompt
 
+    @property
+    def voice_engine(self) -> tuple[str, str]:
+        """``(engine, voice)`` of :attr:`voice`.
+
+        The engine is ``piper``, ``pico``, ``festival`` or ``espeak``; a bare name is Piper
+        for English and espeak-ng otherwise.
+        """
+        engine, sep, name = self.voice.partition(":")
+        if sep:
+            return engine, name
+        return ("piper" if self.language == "en" else "espeak"), self.voice
+
     @model_validator(mode="after")
     def _voice_speaks_language(self) -> Persona:
-        engine_voice = self.voice.split("+", 1)[0]
+        engine, name = self.voice_engine
         if self.language == "en":
-            ok = self.voice.startswith("en_")
+            ok = engine == "piper" and name.startswith("en_")
             hint = "a Piper voice such as en_US-joe-medium"
+        elif self.language == "de":
+            ok = (engine == "pico" and name == "de-DE") or (
+                engine == "espeak" and name.split("+", 1)[0] == "de"
+            )
+            hint = "pico:de-DE or an espeak-ng voice such as 'de'"
         else:
-            ok = engine_voice == self.language
-            hint = f"an espeak-ng voice such as {self.language!r}"
+            ok = (engine == "festival" and name.startswith("czech_")) or (
+                engine == "espeak" and name.split("+", 1)[0] == "cs"
+            )
+            hint = "festival:czech_dita or an espeak-ng voice such as 'cs'"
         if not ok:
             raise ValueError(
                 f"voice {self.voice!r} does not speak {LANGUAGE_NAMES[self.language]}; use {hint}"

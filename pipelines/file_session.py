@@ -96,7 +96,7 @@ def _models(tier: Tier, persona: Persona, settings: Settings) -> dict[str, str]:
     local = {
         "stt": WHISPER_MODEL,
         "llm": settings.llm_model,
-        "tts": PIPER_MODEL if persona.language == "en" else f"espeak-ng:{persona.voice}",
+        "tts": PIPER_MODEL if persona.language == "en" else ":".join(persona.voice_engine),
     }
     out = {}
     for role in ("stt", "llm", "tts"):

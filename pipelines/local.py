@@ -3,8 +3,10 @@
 :mod:`pipelines.providers` builds every link of a tier, ``local`` ones through the helpers
 here; :func:`preload` loads them ahead of a session and :func:`local_llm` runs the shared
 llama.cpp server. Everything loads from models assembled by ``voxtutor models install``;
-nothing is downloaded. English speaks with Piper ``en_US-joe-medium``; German and Czech, for
-which no packaged neural voice exists, speak with Debian's espeak-ng.
+nothing is downloaded. English speaks with Piper ``en_US-joe-medium``. German and Czech have
+no packaged neural voice: German speaks with SVOX Pico, Czech with Festival's Czech voices
+(both far clearer than espeak-ng in ``bench.voices``), and either falls back to espeak-ng when
+its Debian package is absent.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from loguru import logger
 from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
@@ -22,8 +25,10 @@ from pipecat.services.whisper.stt import WhisperSTTService
 from config.personas import Persona
 from config.settings import Settings
 from pipelines.providers import PIPECAT_LANGUAGE
-from services.espeak_tts import EspeakTTSService
+from services.espeak_tts import LANGUAGE_TO_VOICE, EspeakTTSService
+from services.festival_tts import FestivalTTSService
 from services.llama_server import MODEL_ALIAS, LlamaServer
+from services.pico_tts import PicoTTSService
 from services.piper_tts import LocalPiperTTSService
 from services.whisper_stt import LocalWhisperSTTService
 from weights.registry import PIPER_MODEL, WHISPER_MODEL, model_path
@@ -103,20 +108,31 @@ def preload(settings: Settings, piper_voice: str = "en_US-joe-medium") -> None:
 def piper_or_espeak_tts(
     persona: Persona, home: Path | None = None, *, lazy: bool = False
 ) -> TTSService:
-    """Piper for English personas, espeak-ng for German and Czech.
+    """The persona's local voice (:attr:`config.personas.Persona.voice_engine`).
 
+    Piper for English; SVOX Pico or Festival where the persona names them and they are
+    installed, else espeak-ng for the persona's language (logged as a warning).
     ``lazy``: load the Piper voice on the first sentence (a failover backup), not now;
-    espeak-ng loads nothing ahead of time either way.
+    the other voices load nothing ahead of time (Festival starts with the pipeline).
 
     Raises:
         weights.registry.ModelNotInstalledError: the Piper voice is not installed.
-        RuntimeError: espeak-ng is missing (German/Czech).
+        FileNotFoundError: espeak-ng is missing (German/Czech without Pico/Festival).
     """
-    if persona.language == "en":
+    engine, voice = persona.voice_engine
+    if engine == "piper":
         if lazy:
-            return _piper(persona.voice, home, lazy=True)
-        return _PREBUILT_PIPER.pop(persona.voice, None) or _piper(persona.voice, home)
-    return EspeakTTSService(settings=EspeakTTSService.Settings(voice=persona.voice))
+            return _piper(voice, home, lazy=True)
+        return _PREBUILT_PIPER.pop(voice, None) or _piper(voice, home)
+    try:
+        if engine == "pico":
+            return PicoTTSService(voice=voice)
+        if engine == "festival":
+            return FestivalTTSService(voice=voice)
+    except FileNotFoundError as e:
+        voice = LANGUAGE_TO_VOICE[persona.language]
+        logger.warning(f"{e}; {persona.name} speaks with espeak-ng {voice!r} instead")
+    return EspeakTTSService(settings=EspeakTTSService.Settings(voice=voice))
 
 
 @contextlib.asynccontextmanager

@@ -9,16 +9,34 @@ cd "$(dirname "$0")/.."
 # runs the browser-room test headless (Playwright drives it; no browser download).
 # hunspell-de-de and hunspell-cs are the dictionaries that check the tutors' corrections;
 # libhunspell-dev lets pip build the Hunspell binding against them.
-APT_PACKAGES=(espeak-ng pocketsphinx-testdata chromium hunspell-de-de hunspell-cs libhunspell-dev)
+# The local tier's German voice is SVOX Pico (libttspico-utils) and its Czech voice is
+# Festival with the Czech voices; espeak-ng stays as their fallback.
+APT_PACKAGES=(espeak-ng pocketsphinx-testdata chromium hunspell-de-de hunspell-cs libhunspell-dev
+  festival festival-czech festvox-czech-dita festvox-czech-machac libttspico-utils)
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+# SVOX Pico is in Debian's non-free component (its lingware comes without source), which a
+# default Debian install does not enable. On Debian we add it, and say so; elsewhere (Ubuntu
+# ships it in multiverse) nothing is changed, and German falls back to espeak-ng if absent.
+NON_FREE=/etc/apt/sources.list.d/voxtutor-non-free.sources
+if ! dpkg -s libttspico-utils >/dev/null 2>&1 && [ ! -e "$NON_FREE" ] \
+    && grep -qs '^ID=debian' /etc/os-release; then
+  codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+  echo "==> enabling Debian's contrib and non-free components for SVOX Pico ($NON_FREE)"
+  printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    "$codename" | $SUDO tee "$NON_FREE" >/dev/null
+fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   echo "==> apt-get install ${missing[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  if ! apt-cache show libttspico-utils >/dev/null 2>&1; then
+    echo "==> libttspico-utils is not available here: German will speak with espeak-ng"
+    missing=("${missing[@]/libttspico-utils}")
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ${missing[@]} >/dev/null
 fi
 
 PYTHON="${PYTHON:-python3}"
