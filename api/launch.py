@@ -27,7 +27,7 @@ from loguru import logger
 from api.deps import AppContext
 from api.errors import ApiError
 from api.quotas import check_quotas
-from api.runtime import SlotReservation, known_tiers, missing_env
+from api.runtime import SlotReservation, known_tiers, missing_env, uses_local_llm
 from config.personas import Persona, list_personas, load_persona
 from config.tiers import get_tier
 from contracts.session_spec import SessionSpec, Transport
@@ -40,7 +40,8 @@ class LaunchError(ApiError):
     """A session that did not start, with the API answer that says why.
 
     ``code`` is one of ``runtime_unavailable`` (503: no supervisor or LLM server),
-    ``at_capacity`` (429 with ``Retry-After``), ``quota_exceeded`` (402 with ``quota``,
+    ``at_capacity`` (429 with ``Retry-After``), ``local_at_capacity`` (429: the local tier's
+    LLM server serves ``max_local_sessions`` already), ``quota_exceeded`` (402 with ``quota``,
     ``limit``, ``used``, ``upgrade_url``), ``transport_unavailable`` (503: Daily failed) and
     ``session_start_failed`` (503: the process did not become ready).
     """
@@ -162,9 +163,18 @@ async def launch(ctx: AppContext, req: LaunchRequest) -> Launched:
         what = "session runtime" if supervisor is None else "LLM server"
         raise LaunchError(503, "runtime_unavailable", f"{what} not configured")
     # No await before the reservation: see the module doc.
-    slot = ctx.slots.reserve(supervisor)
+    local, max_local = uses_local_llm(req.tier), ctx.settings.max_local_sessions
+    slot = ctx.slots.reserve(supervisor, local=local, max_local=max_local)
     if slot is None:
         ctx.metrics.error("capacity")
+        if supervisor.active_count + ctx.slots.reserved < supervisor.max_sessions:
+            raise LaunchError(
+                429,
+                "local_at_capacity",
+                f"the local tier's LLM server already serves {max_local} session(s), as many "
+                "as it answers within the latency target; try again shortly or use a cloud tier",
+                {"Retry-After": "60"},
+            )
         raise _at_capacity(f"all {supervisor.max_sessions} session slots are busy", 30)
     try:
         return await _start(ctx, req, slot)

@@ -40,7 +40,7 @@ GUEST_NAME = "Phone guest"
 BUSY = "All our tutors are busy right now. Please call again in a few minutes. Goodbye."
 QUOTA = "The monthly allowance of your plan is used up. Goodbye."
 UNAVAILABLE = "Sorry, the tutor cannot take calls right now. Please try again later. Goodbye."
-REFUSALS = {"at_capacity": BUSY, "quota_exceeded": QUOTA}
+REFUSALS = {"at_capacity": BUSY, "local_at_capacity": BUSY, "quota_exceeded": QUOTA}
 """What a caller hears for each :class:`api.launch.LaunchError` code (else :data:`UNAVAILABLE`)."""
 _NUMBER = re.compile(r"^\+?[0-9]{4,20}$")
 """A caller id we can look up (E.164-like); "anonymous", "restricted" … are withheld numbers."""

@@ -8,6 +8,8 @@ gets the supervisor and the LLM server from; until it provides a supervisor, ``P
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -37,6 +39,10 @@ class Supervisor(Protocol):
     @property
     def active_count(self) -> int:
         """Session processes currently running."""
+        ...
+
+    def active_tiers(self) -> list[str]:
+        """The tier of each session counted in :attr:`active_count`."""
         ...
 
     async def spawn(self, spec: SessionSpec) -> None:
@@ -88,13 +94,16 @@ class SlotReservation:
         slots: The pool it was taken from.
     """
 
-    def __init__(self, slots: SessionSlots):
+    def __init__(self, slots: SessionSlots, local: bool = False):
         self._slots: SessionSlots | None = slots
+        self.local = local
+        """Whether the session will use the local LLM server."""
 
     def release(self) -> None:
         """Give the slot back (the first call; later calls do nothing)."""
         if self._slots is not None:
             self._slots.reserved -= 1
+            self._slots.reserved_local -= self.local
             self._slots = None
 
 
@@ -106,20 +115,44 @@ class SessionSlots:
 
     Attributes:
         reserved: Slots held now.
+        reserved_local: Of those, slots for sessions on the local LLM server.
     """
 
     def __init__(self) -> None:
         self.reserved = 0
+        self.reserved_local = 0
 
-    def reserve(self, supervisor: Supervisor) -> SlotReservation | None:
+    def local_sessions(self, supervisor: Supervisor) -> int:
+        """Sessions on the local LLM server: running, starting and reserved."""
+        return self.reserved_local + sum(map(uses_local_llm, supervisor.active_tiers()))
+
+    def reserve(
+        self, supervisor: Supervisor, *, local: bool = False, max_local: int | None = None
+    ) -> SlotReservation | None:
         """Take a slot if running processes plus reservations leave one; else ``None``.
+
+        Args:
+            supervisor: Counts the running processes.
+            local: The session will use the local LLM server.
+            max_local: With ``local``, refuse too when this many sessions use that server.
 
         Synchronous: nothing can run between the check and the reservation.
         """
         if supervisor.active_count + self.reserved >= supervisor.max_sessions:
             return None
+        if local and max_local is not None and self.local_sessions(supervisor) >= max_local:
+            return None
         self.reserved += 1
-        return SlotReservation(self)
+        self.reserved_local += local
+        return SlotReservation(self, local)
+
+
+def uses_local_llm(tier: str) -> bool:
+    """Whether ``tier``'s LLM is served first by the local llama.cpp server."""
+    from config.tiers import get_tier
+
+    chain = get_tier(tier).llm
+    return bool(chain) and chain[0].provider == "local"
 
 
 @dataclass
@@ -152,7 +185,9 @@ async def default_runtime(
     every session) unless ``settings.smart_turn_url`` does, marks sessions a previous server
     left live as failed (this process is the only one serving the store: run one worker),
     and runs sessions in their own processes with warm spares; a ``daily`` session's room
-    is deleted once its process has exited. Stops both services on exit; the app shuts the
+    is deleted once its process has exited. Each persona's opening prompt is evaluated in the
+    LLM server in the background (:func:`pipelines.local.warm_persona_prompts`), so that no
+    session's first turn waits for it. Stops both services on exit; the app shuts the
     supervisor.
 
     Args:
@@ -164,7 +199,7 @@ async def default_runtime(
         weights.registry.ModelNotInstalledError: the local models are not installed.
         services.llama_server.LLMServerError: the LLM server did not start.
     """
-    from pipelines.local import local_llm
+    from pipelines.local import local_llm, warm_persona_prompts
     from runtime.supervisor import SessionSupervisor
     from transports.daily import release_session_room
 
@@ -182,7 +217,22 @@ async def default_runtime(
             turn_url=turn_url,
         )
         supervisor.start_spare()  # every kind in spares
-        yield Runtime(supervisor=supervisor, llm_base_url=base_url)
+        # Each persona's prompt is evaluated once now, so no session's first turn pays for it.
+        warming = asyncio.create_task(warm_persona_prompts(base_url, _persona_openings()))
+        try:
+            yield Runtime(supervisor=supervisor, llm_base_url=base_url)
+        finally:
+            warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warming
+
+
+def _persona_openings() -> dict[str, list[dict[str, str]]]:
+    """Every persona's opening at its default CEFR level (:func:`opening_messages`)."""
+    from config.personas import list_personas, load_persona
+    from pipelines.local import opening_messages
+
+    return {pid: opening_messages(load_persona(pid)) for pid in list_personas()}
 
 
 def known_tiers() -> tuple[str, ...]:

@@ -22,6 +22,13 @@ detection, waiting for the LLM to finish the first sentence, frame hops).
 Raw numbers go to ``bench/results/voice_to_voice.json``; the session's transcript and WAVs to
 ``bench/results/voice_to_voice_session/``.
 
+``--ablate`` runs the session twice in the same run, without and with the first-clause
+lever (``Settings.first_clause``), so each lever is measured against the same baseline.
+``--sessions N`` starts one llama.cpp server and N sessions at once, each in its own process
+(as the server runs them), and prints each session's median and p95: the concurrency table.
+The first learner turn's latency is printed on its own (it is where an unwarmed persona
+prompt would show).
+
 Run from the repository root: ``python -m bench.voice_to_voice [--turns 10] [--small]``.
 """
 
@@ -47,9 +54,11 @@ from rich.console import Console
 from rich.table import Table
 
 import pipelines.file_session as file_session
+from config.personas import load_persona
 from config.settings import Settings
 from contracts.turns import TurnRecord
 from pipelines.file_session import run_file_session
+from pipelines.local import local_llm, opening_messages, warm_persona_prompts
 from testkit.audio import LIBRIVOX, librivox_clips
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -194,6 +203,7 @@ def print_summary(console: Console, report: dict[str, Any]) -> None:
         table.add_row(f"TTFB {stage}", _fmt(st["median"]), _fmt(st["p95"]), str(st["n"]), "")
     console.print(table)
     console.print(
+        f"first turn {_fmt(report.get('first_turn_ms'))} ms; "
         f"answered {s['answered']} of {report['turns']} learner turns "
         f"({s['learner_turns']} learner turns recorded); session wall time "
         f"{report['wall_s']:.0f} s"
@@ -234,11 +244,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = Settings()
     if args.small:
         settings = settings.model_copy(update={"llm_model": "qwen2.5-coder-0.5b"})
+    settings = settings.model_copy(update={"first_clause": args.first_clause != "off"})
     clips = load_clips()
     if not clips:
         raise SystemExit(f"no clips found in {LIBRIVOX}")
     chosen = [clips[i % len(clips)] for i in range(args.turns)]
-    out_dir = RESULTS / "voice_to_voice_session"
+    out_dir = RESULTS / f"voice_to_voice_session{args.tag}"
     collector = BreakdownCollector()
     if args.breakdown:
         collector.install()
@@ -250,6 +261,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             out_dir,
             settings,
             assessment=args.assessment != "off",
+            llm_base_url=args.llm_base_url,
         )
     finally:
         collector.uninstall()
@@ -266,6 +278,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "persona": args.persona,
         "assessment": args.assessment != "off",
+        "first_clause": settings.first_clause,
+        "first_turn_ms": latencies[0] if latencies else None,
         "llm_model": settings.llm_model,
         "llm_threads": settings.llm_threads,
         "vad_stop_ms": settings.vad_stop_ms,
@@ -290,6 +304,47 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def run_concurrent(args: argparse.Namespace, console: Console) -> list[dict[str, Any]]:
+    """Start one LLM server and ``args.sessions`` session processes at once; their reports."""
+    settings = Settings()
+    if args.small:
+        settings = settings.model_copy(update={"llm_model": "qwen2.5-coder-0.5b"})
+    reports = []
+    async with local_llm(settings) as base_url:
+        await warm_persona_prompts(
+            base_url, {args.persona: opening_messages(load_persona(args.persona))}
+        )
+        procs = []
+        for i in range(args.sessions):
+            out = RESULTS / f"voice_to_voice_{args.sessions}x_{i}.json"
+            cmd = [
+                sys.executable, "-m", "bench.voice_to_voice", "--turns", str(args.turns),
+                "--persona", args.persona, "--assessment", args.assessment,
+                "--first-clause", args.first_clause, "--llm-base-url", base_url,
+                "--json", str(out), "--tag", f"_{args.sessions}x_{i}",
+                *(["--small"] if args.small else []),
+            ]  # fmt: skip
+            procs.append((out, await asyncio.create_subprocess_exec(
+                *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            )))  # fmt: skip
+        for out, proc in procs:
+            if await proc.wait() != 0:
+                console.print(f"[red]session writing {out} failed ({proc.returncode})[/]")
+                continue
+            reports.append(json.loads(out.read_text(encoding="utf-8")))
+    table = Table(title=f"{args.sessions} concurrent local sessions on one LLM server")
+    for col in ("session", "median ms", "p95 ms", "first turn ms", "answered"):
+        table.add_column(col, justify="right")
+    for i, r in enumerate(reports):
+        lat = r["summary"]["latency_ms"]
+        table.add_row(
+            str(i + 1), _fmt(lat["median"]), _fmt(lat["p95"]), _fmt(r.get("first_turn_ms")),
+            f"{r['summary']['answered']}/{r['turns']}",
+        )  # fmt: skip
+    console.print(table)
+    return reports
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=10, help="learner turns (default 10)")
@@ -304,16 +359,41 @@ def main() -> None:
         default="on",
         help="assess each learner turn (the tutoring step); both: run off then on, same run",
     )
+    parser.add_argument(
+        "--first-clause", choices=("on", "off"), default="on",
+        help="speak a reply's first clause as soon as it is complete (Settings.first_clause)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ablate", action="store_true", help="run without, then with the first-clause lever"
+    )
+    parser.add_argument("--sessions", type=int, default=1, help="concurrent sessions (default 1)")
+    parser.add_argument("--llm-base-url", default=None, help="use this running LLM server")
+    parser.add_argument("--tag", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.turns < 1:
-        parser.error("--turns must be at least 1")
+    if args.turns < 1 or args.sessions < 1:
+        parser.error("--turns and --sessions must be at least 1")
 
     logger.remove()
     logger.add(sys.stderr, level="INFO" if args.verbose else "WARNING")
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)
-    if args.assessment == "both":
+    if args.sessions > 1:
+        asyncio.run(run_concurrent(args, console))
+        return
+    if args.ablate:
+        medians = {}
+        for mode in ("off", "on"):
+            report = asyncio.run(run(argparse.Namespace(**{**vars(args), "first_clause": mode})))
+            console.print(f"[bold]first clause {mode}[/]")
+            print_summary(console, report)
+            medians[mode] = report["summary"]["latency_ms"]
+        console.print(
+            f"first clause off: median {_fmt(medians['off']['median'])} "
+            f"p95 {_fmt(medians['off']['p95'])}; on: median {_fmt(medians['on']['median'])} "
+            f"p95 {_fmt(medians['on']['p95'])} (same run, same clips)"
+        )
+    elif args.assessment == "both":
         medians = {}
         for mode in ("off", "on"):
             report = asyncio.run(run(argparse.Namespace(**{**vars(args), "assessment": mode})))

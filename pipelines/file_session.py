@@ -18,8 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-from loguru import logger
 from pipecat.frames.frames import EndFrame
 from pipecat.processors.audio.audio_buffer_processor import AudioBufferProcessor
 from pipecat.workers.runner import WorkerRunner
@@ -36,14 +34,13 @@ from pipelines.assessment import (
     local_window_scorer,
     tutoring_step,
 )
-from pipelines.local import local_llm
+from pipelines.local import local_llm, opening_messages, warm_persona_prompts
 from pipelines.session import build_session
 from pipelines.tiers import build_tier_services
 from processors.assessment import AssessmentProcessor
 from services.assessment.dictionary import DICTIONARIES, load_dictionary
 from services.assessment.gec import GrammarCorrector
 from services.assessment.json_chat import JsonChat
-from services.llama_server import warm_up
 from transports.file import (
     FileTransport,
     FileTransportParams,
@@ -209,17 +206,8 @@ async def run_file_session(
 
     started = datetime.now(UTC)
     async with local_llm(settings) as base_url:
-        opening = [
-            {"role": "system", "content": persona.render_system_prompt(level)},
-            *persona.initial_messages(),
-            {"role": "assistant", "content": persona.greeting},
-        ]
         if tier_config.llm[0].provider == "local":
-            try:
-                took = await warm_up(base_url, opening)
-                logger.info(f"LLM warm-up (prompt evaluation) took {took:.2f} s")
-            except httpx.HTTPError as e:
-                logger.warning(f"LLM warm-up failed, the first turn will be slower: {e}")
+            await warm_persona_prompts(base_url, {persona.id: opening_messages(persona, level)})
         services = build_tier_services(
             tier, persona, settings, local_base_url=base_url, level=level
         )

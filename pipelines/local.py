@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from loguru import logger
 from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.services.stt_service import STTService
@@ -27,7 +28,7 @@ from config.settings import Settings
 from pipelines.providers import PIPECAT_LANGUAGE
 from services.espeak_tts import LANGUAGE_TO_VOICE, EspeakTTSService
 from services.festival_tts import FestivalTTSService
-from services.llama_server import MODEL_ALIAS, LlamaServer
+from services.llama_server import MODEL_ALIAS, LlamaServer, warm_up
 from services.pico_tts import PicoTTSService
 from services.piper_tts import LocalPiperTTSService
 from services.whisper_stt import LocalWhisperSTTService
@@ -133,6 +134,47 @@ def piper_or_espeak_tts(
         voice = LANGUAGE_TO_VOICE[persona.language]
         logger.warning(f"{e}; {persona.name} speaks with espeak-ng {voice!r} instead")
     return EspeakTTSService(settings=EspeakTTSService.Settings(voice=voice))
+
+
+def opening_messages(persona: Persona, level: str | None = None) -> list[dict[str, str]]:
+    """The messages a session's first LLM request starts with, as the LLM service sends them.
+
+    System prompt (at ``level``, default the persona's CEFR level), few-shot turns, greeting.
+    Evaluating them ahead (:func:`warm_persona_prompts`) leaves a learner turn only its own
+    tokens to read.
+    """
+    return [
+        {"role": "system", "content": persona.render_system_prompt(level or persona.cefr_level)},
+        *persona.initial_messages(),
+        {"role": "assistant", "content": persona.greeting},
+    ]
+
+
+async def warm_persona_prompts(
+    base_url: str, openings: dict[str, list[dict[str, str]]]
+) -> dict[str, float]:
+    """Evaluate each opening in the LLM server once, one after another.
+
+    llama-cpp-python's prompt cache (``services.llama_server.PROMPT_CACHE_BYTES``) keeps the
+    evaluated state of each, so a session's first turn reads only the learner's tokens instead
+    of the ~300-500-token persona prompt (10 s on 2 cores when nothing was warmed).
+
+    Args:
+        base_url: The server's OpenAI-compatible URL.
+        openings: Name → messages (:func:`opening_messages`).
+
+    Returns:
+        Name → seconds the warm-up took; a failed one is logged and left out.
+    """
+    took: dict[str, float] = {}
+    for name, messages in openings.items():
+        try:
+            took[name] = await warm_up(base_url, messages)
+        except httpx.HTTPError as e:
+            logger.warning(f"LLM warm-up of {name} failed, its first turn will be slower: {e}")
+            continue
+        logger.info(f"LLM warm-up of {name} (prompt evaluation) took {took[name]:.2f} s")
+    return took
 
 
 @contextlib.asynccontextmanager

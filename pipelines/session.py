@@ -36,7 +36,7 @@ from contracts.turns import TurnRecord
 from observers.dispatch import use_selective_dispatch
 from observers.turn_recorder import TurnRecorderObserver
 from pipelines.turn_taking import turn_strategies
-from processors.sentence_aggregator import SentenceAggregator
+from processors.sentence_aggregator import FIRST_CLAUSE_CHARS, SentenceAggregator
 from services.silero_vad import InlineSileroVADAnalyzer
 
 
@@ -167,7 +167,11 @@ def build_session(
         *([] if recorders or pipecat_defaults else [input_audio_stop()]),
         *([assessment] if assessment is not None else []),
         *_group(llm),
-        LLMTextProcessor(text_aggregator=SentenceAggregator()),
+        LLMTextProcessor(
+            text_aggregator=SentenceAggregator(
+                first_clause_chars=FIRST_CLAUSE_CHARS if settings.first_clause else None
+            )
+        ),
         *_group(tts),
         transport.output(),
         *recorders,

@@ -7,9 +7,12 @@ early, while never splitting inside abbreviations (English, German and Czech), d
 references, ordinals or list markers. Fragments shorter than ``min_chars`` (20) are joined
 with the next sentence, a colon is a soft boundary once the buffer is longer than
 ``colon_chars`` (80), and a buffer without any boundary is cut on a word boundary at
-``max_chars`` (200). These defaults are this project's rules; all lengths are in characters.
-The aggregator never rewrites text: every piece is a stripped slice of the input, and joining
-the pieces with single spaces gives back the whitespace-normalised input.
+``max_chars`` (200). The first piece of a response may end at a clause boundary (a comma,
+semicolon or dash followed by whitespace) once it has ``first_clause_chars`` characters
+(sessions use 24) and three words, so the voice starts on "Good question, ..." instead of
+waiting for the whole first sentence. These defaults are this project's rules; all lengths
+are in characters. The aggregator never rewrites text: every piece is a stripped slice of the
+input, and joining the pieces with single spaces gives back the whitespace-normalised input.
 """
 
 import re
@@ -24,6 +27,10 @@ _CLOSERS = "\"'”“’‘»«)]*"
 # A candidate boundary: terminal punctuation, optional closing quotes/brackets, whitespace.
 _CANDIDATE = re.compile(rf"([.!?…]+)[{re.escape(_CLOSERS)}]*\s+")
 _COLON = re.compile(r":\s+")
+FIRST_CLAUSE_CHARS = 24
+"""``first_clause_chars`` of a session's aggregator: long enough for "Good question, ..." to be
+one piece, short enough that the voice starts after about six tokens."""
+_CLAUSE = re.compile(r"(?:[,;]|\s[–—-])\s+")
 _SPACE = re.compile(r"\s+")
 _ORDINAL = re.compile(r"\d+\.")
 _WORD = re.compile(r"([^\W\d_]*)(.?)", re.DOTALL)
@@ -65,6 +72,9 @@ class SentenceAggregator(BaseTextAggregator):
             word longer than that is kept whole and cut at the whitespace after it).
         colon_chars: Buffer length, in characters, beyond which a colon followed by whitespace
             is a soft boundary (default 80).
+        first_clause_chars: Shortest first clause of a response, in characters, that a
+            clause boundary may end (three words are needed too); ``None`` (the default)
+            waits for the first whole sentence. Sessions use :data:`FIRST_CLAUSE_CHARS`.
 
     Raises:
         ValueError: If the lengths are negative or ``max_chars`` is not above ``min_chars``.
@@ -99,9 +109,19 @@ class SentenceAggregator(BaseTextAggregator):
         re.compile(r"(?:^|[\s\"'„“‚‘«»(\[])[^\W\d_]\.$"),
     )
 
-    def __init__(self, *, min_chars: int = 20, max_chars: int = 200, colon_chars: int = 80):
+    def __init__(
+        self,
+        *,
+        min_chars: int = 20,
+        max_chars: int = 200,
+        colon_chars: int = 80,
+        first_clause_chars: int | None = None,
+    ):
         super().__init__(aggregation_type=TextType.SENTENCE)
-        if min(min_chars, max_chars, colon_chars) < 0 or max_chars <= min_chars:
+        if (
+            min(min_chars, max_chars, colon_chars, first_clause_chars or 0) < 0
+            or max_chars <= min_chars
+        ):
             raise ValueError(
                 f"need 0 <= min_chars < max_chars and colon_chars >= 0, got "
                 f"min_chars={min_chars}, max_chars={max_chars}, colon_chars={colon_chars}"
@@ -109,6 +129,9 @@ class SentenceAggregator(BaseTextAggregator):
         self._min_chars = min_chars
         self._max_chars = max_chars
         self._colon_chars = colon_chars
+        self._first_clause_chars = first_clause_chars
+        # True until the first piece of the current response has been released.
+        self._first = True
         self._text = ""
         # Buffer offset up to which candidate boundaries have been judged.
         self._scan = 0
@@ -135,6 +158,7 @@ class SentenceAggregator(BaseTextAggregator):
                 piece = self._text[:cut].strip()
                 self._text = self._text[cut:].lstrip()
                 self._scan = 0
+                self._first = False
                 yield Aggregation(text=piece, type=TextType.SENTENCE)
 
     async def flush(self) -> Aggregation | None:
@@ -155,6 +179,7 @@ class SentenceAggregator(BaseTextAggregator):
         """Discard the buffered text and return to the initial state."""
         self._text = ""
         self._scan = 0
+        self._first = True
 
     def _next_cut(self) -> int | None:
         """Return the buffer offset that ends the next piece, or None to keep buffering."""
@@ -166,6 +191,11 @@ class SentenceAggregator(BaseTextAggregator):
             self._scan = match.end()
             if ends and len(buf[: match.end()].strip()) >= self._min_chars:
                 return match.end()
+        if self._first and self._first_clause_chars is not None:
+            for clause in _CLAUSE.finditer(buf):
+                head = buf[: clause.start() + 1].strip()
+                if len(head) >= self._first_clause_chars and len(head.split()) >= 3:
+                    return clause.end()
         if len(buf) > self._colon_chars:
             for colon in _COLON.finditer(buf):
                 if len(buf[: colon.start() + 1].strip()) >= self._min_chars:

@@ -117,10 +117,12 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
 
     from config.personas import load_persona
     from config.settings import get_settings
+    from config.tiers import get_tier
     from contracts.assessment import Assessment
     from contracts.turns import TurnRecord
     from observers.usage_meter import usage_observer
     from pipelines.assessment import tutoring_step
+    from pipelines.local import opening_messages, warm_persona_prompts
     from pipelines.quota import SessionQuota
     from pipelines.session import SessionPipeline, build_session
     from pipelines.tiers import build_tier_services
@@ -164,6 +166,19 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
         first_question=persona.greeting,
         settings=settings,
     )
+    if (
+        services is not None
+        and spec.llm_base_url
+        and get_tier(spec.tier).llm[0].provider == "local"
+    ):
+        # The server warmed each persona at its default level; this session's level may
+        # differ, and the server's cache may have let it go. Cheap when it is still there.
+        opening = opening_messages(persona, spec.cefr_level)
+        warming = asyncio.create_task(
+            warm_persona_prompts(spec.llm_base_url, {spec.session_id: opening})
+        )
+        tasks.add(warming)
+        warming.add_done_callback(tasks.discard)
     if persona.role == "tutor" and persona.language in DICTIONARIES:
         # Load the tutor's dictionary while the learner connects, not on the first turn.
         preload = asyncio.create_task(asyncio.to_thread(load_dictionary, persona.language))

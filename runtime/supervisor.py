@@ -134,15 +134,20 @@ class SessionSupervisor:
         self.spawn_seconds: list[float] = []
         """Spawn-to-ready time of each session started, seconds (for metrics)."""
         self._children: dict[str, _Child] = {}
-        self._starting: set[str] = set()
-        """Sessions whose :meth:`spawn` has begun but whose process is not a child yet."""
+        self._starting: dict[str, str] = {}
+        """Sessions (id → tier) whose :meth:`spawn` has begun; not a child process yet."""
         self._ids = itertools.count(1)
         self._background: set[asyncio.Task[None]] = set()
 
     @property
     def active_count(self) -> int:
         """Session processes alive now (starting or running), spawns under way included."""
-        return len(self._children.keys() | self._starting)
+        return len(self._children.keys() | self._starting.keys())
+
+    def active_tiers(self) -> list[str]:
+        """The tier of each session counted in :attr:`active_count`."""
+        tiers = {sid: child.spec.tier for sid, child in self._children.items()}
+        return list({**self._starting, **tiers}.values())
 
     def is_running(self, session_id: str) -> bool:
         """Whether ``session_id`` has a live process."""
@@ -175,11 +180,11 @@ class SessionSupervisor:
         """
         if self.active_count >= self.max_sessions:
             raise CapacityError(f"all {self.max_sessions} session slots are in use")
-        self._starting.add(spec.session_id)
+        self._starting[spec.session_id] = spec.tier
         try:
             await self._spawn(spec)
         finally:
-            self._starting.discard(spec.session_id)
+            self._starting.pop(spec.session_id, None)
 
     async def _spawn(self, spec: SessionSpec) -> None:
         if spec.turn_url is None and self.turn_url:

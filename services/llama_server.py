@@ -61,6 +61,8 @@ async def warm_up(base_url: str, messages: list[dict[str, str]], timeout_s: floa
         r = await client.post(
             f"{base_url}/chat/completions",
             json={"model": MODEL_ALIAS, "messages": messages, "max_tokens": 1},
+            # llama.cpp ignores the key; another OpenAI-compatible server may require one.
+            headers={"Authorization": "Bearer local"},
         )
         r.raise_for_status()
     return time.perf_counter() - t0
@@ -140,6 +142,10 @@ class LlamaServer:
             # processes the new tokens instead of the whole system prompt again.
             "--cache", "true",
             "--cache_size", str(PROMPT_CACHE_BYTES),
+            # llama-cpp-python's default ends a streaming reply with [DONE] as soon as another
+            # request waits: a second session's turn (or a warm-up) would cut this session's
+            # reply short. Requests wait their turn instead (served one at a time, FIFO).
+            "--interrupt_requests", "false",
             "--verbose", "false",
         ]  # fmt: skip
 

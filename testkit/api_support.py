@@ -67,6 +67,10 @@ class FakeSupervisor:
         """Sessions running now."""
         return len(self.running)
 
+    def active_tiers(self) -> list[str]:
+        """The tier of each running session."""
+        return [spec.tier for spec in self.running.values()]
+
     async def spawn(self, spec: SessionSpec) -> None:
         """Start ``spec``'s session (status ``ready``), or fail as set up.
 

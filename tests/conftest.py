@@ -18,6 +18,9 @@ from testkit.audio import LIBRIVOX, librivox_transcripts
 # model in-process for the assessment scorers (seconds of CPU per turn, skewing timings).
 # The tests of the scorers turn them on explicitly: Settings(assessment_scorer=True).
 os.environ.setdefault("VOXTUTOR_ASSESSMENT_SCORER", "false")
+# The API tests start many stand-in local sessions against fake LLMs; the local-server cap
+# has tests of its own (tests/api/test_launch.py), which set it explicitly.
+os.environ.setdefault("VOXTUTOR_MAX_LOCAL_SESSIONS", "64")
 
 if TYPE_CHECKING:
     from testkit.api_support import Api

@@ -172,3 +172,44 @@ async def test_the_supervisor_alone_starts_no_more_processes_than_its_slots(
     finally:
         await sup.shutdown()
         await store.close()
+
+
+async def test_local_tier_sessions_beyond_the_llm_servers_cap_are_refused_with_a_reason(
+    lite,
+) -> None:
+    """The next local session gets 429; a cloud-tier one, not on that server, still starts."""
+    ctx = lite.app.state.ctx
+    ctx.settings = ctx.settings.model_copy(update={"max_local_sessions": 1})
+    sup: FakeSupervisor = lite.sup
+    sup.max_sessions = 3
+    local = await german_session(lite)
+    first = await launch(ctx, local)
+    assert first.session.status == "ready"
+
+    with pytest.raises(LaunchError) as refused:
+        await launch(ctx, local)
+    assert (refused.value.status, refused.value.code) == (429, "local_at_capacity")
+    assert "local tier's LLM server" in refused.value.message
+    assert refused.value.headers["Retry-After"] == "60"
+
+    cloud = await launch(ctx, LaunchRequest(**{**local.__dict__, "tier": "ground_school"}))
+    assert cloud.session.status == "ready" and sup.active_tiers().count("local") == 1
+    assert ctx.slots.reserved == ctx.slots.reserved_local == 0
+
+    # When the local session ends its place is free again.
+    sup.running.pop(first.session.id)
+    assert (await launch(ctx, local)).session.status == "ready"
+
+
+async def test_local_reservations_in_flight_count_against_the_llm_servers_cap(lite) -> None:
+    ctx = lite.app.state.ctx
+    ctx.settings = ctx.settings.model_copy(update={"max_local_sessions": 1})
+    request = await german_session(lite)
+    first = asyncio.create_task(launch(ctx, request))
+    await asyncio.sleep(0)  # reserved, waiting on the store, not spawned
+    assert ctx.slots.reserved_local == 1
+    with pytest.raises(LaunchError) as refused:
+        await launch(ctx, request)
+    assert refused.value.code == "local_at_capacity"
+    assert (await first).session.status == "ready"
+    assert ctx.slots.reserved_local == 0

@@ -557,3 +557,52 @@ async def test_in_pipeline_with_llm_text_processor() -> None:
         "Done.",
     ]
     assert not any(isinstance(f, LLMTextFrame) for f in down)
+
+
+async def pieces_of(aggregator: SentenceAggregator, text: str) -> list[str]:
+    out = []
+    for token in re.findall(r"\s*\S+", text):
+        out += [a.text async for a in aggregator.aggregate(token)]
+    rest = await aggregator.flush()
+    return out + ([rest.text] if rest else [])
+
+
+async def test_first_clause_of_a_response_is_released_at_its_comma() -> None:
+    aggregator = SentenceAggregator(first_clause_chars=24)
+    reply = "That is a good question, and the answer is 30 minutes, day VFR. Next, fuel."
+    assert await pieces_of(aggregator, reply) == [
+        "That is a good question,",
+        # Later commas are not boundaries: the sentence rules hold after the first piece.
+        "and the answer is 30 minutes, day VFR.",
+        "Next, fuel.",
+    ]
+    # The next response starts over with a first clause of its own.
+    assert (await pieces_of(aggregator, "Richtig, du hast das sehr gut gemacht. Weiter."))[0] == (
+        "Richtig, du hast das sehr gut gemacht."
+    )
+    assert (await pieces_of(aggregator, "Nach der Landung, also am Boden – was prüfst du?")) == [
+        "Nach der Landung, also am Boden –",
+        "was prüfst du?",
+    ]
+
+
+async def test_first_clause_needs_its_length_and_three_words() -> None:
+    aggregator = SentenceAggregator(first_clause_chars=24)
+    # "Richtig," is too short; "1,5" has no space after its comma; so the sentence decides.
+    assert await pieces_of(aggregator, "Richtig, 1,5 Liter sind korrekt. Gut.") == [
+        "Richtig, 1,5 Liter sind korrekt.",
+        "Gut.",
+    ]
+    assert await pieces_of(aggregator, "Supercalifragilisticexpialidocious, yes indeed.") == [
+        "Supercalifragilisticexpialidocious, yes indeed."
+    ]
+
+
+async def test_an_interruption_restores_the_first_clause_rule() -> None:
+    aggregator = SentenceAggregator(first_clause_chars=24)
+    assert [a.text async for a in aggregator.aggregate("One more sentence here. And then, ")] == [
+        "One more sentence here."
+    ]
+    await aggregator.handle_interruption()
+    got = [a.text async for a in aggregator.aggregate("After that interruption, we go on ")]
+    assert got == ["After that interruption,"]

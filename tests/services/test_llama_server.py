@@ -128,6 +128,39 @@ async def test_chat_completion_through_the_openai_sdk_returns_text(server):
 
 
 @module_loop
+async def test_a_second_sessions_request_does_not_cut_a_streaming_reply_short(server):
+    """llama-cpp-python's default ends a stream when another request waits; ours queues it."""
+    client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x")
+
+    async def count_to_twenty() -> tuple[str, str | None]:
+        stream = await client.chat.completions.create(
+            model=MODEL_ALIAS,
+            messages=[{"role": "user", "content": "Count from 1 to 20, separated by spaces."}],
+            max_tokens=60,
+            temperature=0,
+            stream=True,
+        )
+        text, finish = "", None
+        async for chunk in stream:
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+                finish = chunk.choices[0].finish_reason or finish
+        return text, finish
+
+    try:
+        first = asyncio.create_task(count_to_twenty())
+        await asyncio.sleep(0.3)  # the first is streaming when the second arrives
+        (text1, finish1), (text2, finish2) = await asyncio.gather(first, count_to_twenty())
+    finally:
+        await client.close()
+
+    # Both streams ran to their own end: the model stopped (or hit the cap), not the server.
+    assert finish1 in ("stop", "length") and finish2 in ("stop", "length")
+    # Same prompt, temperature 0: the same whole reply both times.
+    assert text1.strip() and text1 == text2
+
+
+@module_loop
 async def test_warm_up_returns_the_seconds_the_request_took(server):
     t0 = time.perf_counter()
     took = await warm_up(server.base_url, MESSAGES)

@@ -123,8 +123,10 @@ async def test_festival_keeps_one_process_for_a_session_and_survives_hostile_tex
 async def test_festival_answers_the_next_sentence_after_a_cancelled_one():
     tts = FestivalTTSService(voice="czech_dita")
     try:
-        long = asyncio.ensure_future(tts.synthesize_wav(" ".join([CZECH] * 8)))
-        await asyncio.sleep(0.4)  # the process has started and is synthesising
+        await tts.synthesize_wav("Dobrý den.")  # Festival has started and loaded its voice
+        # About 5 minutes of speech: over a second to synthesise, cancelled well before.
+        long = asyncio.ensure_future(tts.synthesize_wav(" ".join([CZECH] * 100)))
+        await asyncio.sleep(0.05)
         long.cancel()
         with pytest.raises(asyncio.CancelledError):
             await long
