@@ -218,7 +218,8 @@ async def default_runtime(
         )
         supervisor.start_spare()  # every kind in spares
         # Each persona's prompt is evaluated once now, so no session's first turn pays for it.
-        warming = asyncio.create_task(warm_persona_prompts(base_url, _persona_openings()))
+        openings = _persona_openings() if settings.llm_warm_up else {}
+        warming = asyncio.create_task(warm_persona_prompts(base_url, openings))
         try:
             yield Runtime(supervisor=supervisor, llm_base_url=base_url)
         finally:

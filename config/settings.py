@@ -6,6 +6,7 @@ logged; the local tier needs none.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -59,6 +60,8 @@ class Settings(BaseSettings):
         assessment_scorer: Grade the examiner's answers from the local model's verdict
             probabilities, read in the session process (``services.assessment.next_token``);
             off, or without the local model installed, the LLM server writes the verdict.
+        llm_warm_up: Evaluate each persona's opening prompt in the local LLM server before a
+            session needs it (off only to measure what it saves: ``bench.server_session``).
         first_clause: Speak the first clause of a reply as soon as it is complete (a comma
             after 24 characters and three words) rather than its first whole sentence.
         llm_max_tokens: Cap on tokens per tutor reply (spoken replies are 1-3 sentences).
@@ -86,7 +89,9 @@ class Settings(BaseSettings):
         max_sessions: Concurrent sessions; beyond it the API answers 429 with Retry-After.
         max_local_sessions: Concurrent sessions on the local tier's one llama.cpp server;
             beyond it the API answers 429 ``local_at_capacity`` rather than letting every
-            learner wait (2 on 2 cores: ``python -m bench.voice_to_voice --sessions N``).
+            learner wait. Default: one per two CPU cores. On 2 cores one session's median
+            voice-to-voice was 2.5 s, two at once 3.5 and 4.8 s with a p95 of 10 s
+            (``python -m bench.voice_to_voice --sessions N``, bench/README.md).
         session_idle_timeout_s: End a session after this many seconds without speech.
         cors_origins: Origins allowed to call the API from a browser (comma-separated in env).
         max_body_bytes: Largest request body accepted, bytes (an SDP offer is ~5-10 KB).
@@ -135,6 +140,7 @@ class Settings(BaseSettings):
     llm_base_url: str | None = None
     assessment_scorer: bool = True
     first_clause: bool = True
+    llm_warm_up: bool = True
     llm_ready_timeout_s: float = Field(default=120.0, gt=0)
     vad_stop_ms: int = Field(default=200, ge=50, le=2000)
     speech_timeout_ms: int = Field(default=600, ge=100, le=5000)
@@ -149,7 +155,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)
     max_sessions: int = Field(default=4, ge=1)
-    max_local_sessions: int = Field(default=2, ge=1)
+    max_local_sessions: int = Field(
+        default_factory=lambda: max(1, (os.cpu_count() or 2) // 2), ge=1
+    )
     session_idle_timeout_s: float = Field(default=300.0, gt=0)
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)

@@ -206,7 +206,7 @@ async def run_file_session(
 
     started = datetime.now(UTC)
     async with local_llm(settings) as base_url:
-        if tier_config.llm[0].provider == "local":
+        if tier_config.llm[0].provider == "local" and settings.llm_warm_up:
             await warm_persona_prompts(base_url, {persona.id: opening_messages(persona, level)})
         services = build_tier_services(
             tier, persona, settings, local_base_url=base_url, level=level

@@ -170,6 +170,7 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
         services is not None
         and spec.llm_base_url
         and get_tier(spec.tier).llm[0].provider == "local"
+        and settings.llm_warm_up
     ):
         # The server warmed each persona at its default level; this session's level may
         # differ, and the server's cache may have let it go. Cheap when it is still there.
