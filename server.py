@@ -178,6 +178,11 @@ async def _check_llm(base_url: str) -> str:
     try:
         async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_S) as client:
             response = await client.get(url)
+    except httpx.ReadTimeout:
+        # Connected, but the answer waits: llama-cpp-python serves /models under the same
+        # lock as completions, so it waits out the reply being generated. Busy, not down
+        # (a dead server refuses the connection; its supervisor restarts it).
+        return "busy"
     except httpx.HTTPError as e:
         logger.warning("readiness: LLM server check failed: {!r}", e)
         return f"failed: LLM server unreachable ({type(e).__name__})"
@@ -203,7 +208,8 @@ def _add_ops_routes(app: FastAPI) -> None:
         """200 when the database and the LLM server (if configured) answer; else 503.
 
         The database must answer ``SELECT 1`` and the LLM server ``GET {base}/models``, each
-        within 2 s; ``checks`` names the one that failed.
+        within 2 s; ``checks`` names the one that failed. An LLM server that accepts the
+        request but is still generating another reply after 2 s is ``busy``, and ready.
         """
         ctx: AppContext | None = request.app.state.ctx
         if ctx is None:
@@ -211,7 +217,7 @@ def _add_ops_routes(app: FastAPI) -> None:
             return JSONResponse(body.model_dump(), status_code=503)
         checks = {"database": await _check_database(ctx)}
         checks["llm"] = await _check_llm(ctx.llm_base_url) if ctx.llm_base_url else "skipped"
-        ok = all(v in ("ok", "skipped") for v in checks.values())
+        ok = all(v in ("ok", "skipped", "busy") for v in checks.values())
         body = Readiness(status="ready" if ok else "unready", checks=checks)
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 

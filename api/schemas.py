@@ -330,7 +330,7 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    """Readiness with each check's outcome (``ok``, ``skipped`` or what failed)."""
+    """Readiness with each check's outcome (``ok``, ``busy``, ``skipped`` or what failed)."""
 
     status: Literal["ready", "unready"]
     checks: dict[str, str]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -240,10 +241,17 @@ def assert_error(r: httpx.Response, status: int, code: str | None = None) -> dic
 
 @contextmanager
 def serve_llm_stub() -> Iterator[str]:
-    """A real HTTP server answering ``GET /v1/models`` like an OpenAI-compatible server."""
+    """A real HTTP server answering ``GET /v1/models`` like an OpenAI-compatible server.
+
+    Under ``/busy/v1`` it answers the same after 3 s, as a llama.cpp server does while it
+    generates another request's reply.
+    """
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self.path.startswith("/busy/"):
+                time.sleep(3)
+                self.path = self.path.removeprefix("/busy")
             ok = self.path == "/v1/models"
             body = json.dumps({"data": [{"id": "qwen"}]} if ok else {}).encode()
             self.send_response(200 if ok else 404)

@@ -87,6 +87,13 @@ async def test_readyz_passes_with_db_and_llm_and_names_the_failed_check(
             r = await client.get("/readyz")
             assert r.status_code == 503
             assert r.json()["checks"]["llm"] == "failed: LLM server answered 404"
+        busy = llm_stub.replace("/v1", "/busy/v1")  # answers after 3 s, like a busy llama.cpp
+        app = create_app(
+            Settings(home=tmp_path), store=store, llm_base_url=busy, runtime=no_runtime
+        )
+        async with running(app) as client:
+            r = await client.get("/readyz")
+            assert r.status_code == 200 and r.json()["checks"]["llm"] == "busy"
         app = create_app(Settings(home=tmp_path), store=store, runtime=no_runtime)  # no LLM
         async with running(app) as client:
             r = await client.get("/readyz")

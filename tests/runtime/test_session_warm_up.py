@@ -1,0 +1,59 @@
+"""A local-tier session process reads its persona's opening into the LLM server at start.
+
+The server warms every persona at its default CEFR level; a session at another level has a
+system prompt of its own, which its process evaluates as soon as it starts, before the
+learner connects, so the first turn does not pay for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from config.personas import load_persona
+from contracts.session_spec import SessionSpec
+from pipelines.local import opening_messages
+from runtime.supervisor import SessionSupervisor
+from store import Store
+from testkit.providers.openai_fake import OpenAIFake
+
+pytestmark = [pytest.mark.e2e]
+
+
+async def test_session_process_warms_its_opening_at_the_learners_level(tmp_path):
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'vox.db'}")
+    key, _ = await store.create_api_key("test")
+    learner = await store.create_learner(key.id, "Pat", "de", "B1")
+    sup = SessionSupervisor(store, max_sessions=1, log_dir=tmp_path / "logs")
+    try:
+        async with OpenAIFake(reply="Gut.") as llm:
+            info, _ = await store.create_session(
+                learner.id, key.id, "german-tutor", "local", "webrtc"
+            )
+            spec = SessionSpec(
+                session_id=info.id,
+                persona="german-tutor",
+                tier="local",
+                transport="webrtc",
+                llm_base_url=llm.base_url,
+                cefr_level="B1",
+            )
+            await sup.spawn(spec)
+            expected = opening_messages(load_persona("german-tutor"), "B1")
+            deadline = time.monotonic() + 30
+            warm: list[dict] = []
+            while time.monotonic() < deadline and not warm:
+                warm = [
+                    r.body
+                    for r in llm.served("chat")
+                    if r.body.get("max_tokens") == 1 and r.body["messages"] == expected
+                ]
+                await asyncio.sleep(0.2)
+            assert warm, [r.body for r in llm.served("chat")]
+            assert "B1" in warm[0]["messages"][0]["content"]
+            await sup.end(info.id, "test done")
+    finally:
+        await sup.shutdown()
+        await store.close()
