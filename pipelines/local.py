@@ -106,9 +106,7 @@ def preload(settings: Settings, piper_voice: str = "en_US-joe-medium") -> None:
     _PREBUILT_PIPER.setdefault(piper_voice, _piper(piper_voice, settings.home))
 
 
-def piper_or_espeak_tts(
-    persona: Persona, home: Path | None = None, *, lazy: bool = False
-) -> TTSService:
+def local_tts(persona: Persona, home: Path | None = None, *, lazy: bool = False) -> TTSService:
     """The persona's local voice (:attr:`config.personas.Persona.voice_engine`).
 
     Piper for English; SVOX Pico or Festival where the persona names them and they are

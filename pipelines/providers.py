@@ -222,9 +222,9 @@ def build_tts(
     """
     language = persona.language
     if link.provider == "local":
-        from pipelines.local import piper_or_espeak_tts
+        from pipelines.local import local_tts
 
-        return piper_or_espeak_tts(persona, settings.home, lazy=is_backup)
+        return local_tts(persona, settings.home, lazy=is_backup)
     if link.provider == "text":
         from services.text_only_tts import TextOnlyTTSService
 

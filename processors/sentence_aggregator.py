@@ -191,7 +191,8 @@ class SentenceAggregator(BaseTextAggregator):
             self._scan = match.end()
             if ends and len(buf[: match.end()].strip()) >= self._min_chars:
                 return match.end()
-        if self._first and self._first_clause_chars is not None:
+        # A clause boundary ends in whitespace, so only a new whitespace can complete one.
+        if self._first and self._first_clause_chars is not None and buf[-1:].isspace():
             for clause in _CLAUSE.finditer(buf):
                 head = buf[: clause.start() + 1].strip()
                 if len(head) >= self._first_clause_chars and len(head.split()) >= 3:

@@ -20,7 +20,7 @@ from pipecat.pipeline.worker import PipelineParams
 from pipecat.tests.utils import run_test
 
 from config.personas import list_personas, load_persona
-from pipelines.local import piper_or_espeak_tts
+from pipelines.local import local_tts
 from services.espeak_tts import EspeakTTSService
 from services.festival_tts import FestivalTTSService, scheme_text
 from services.pico_tts import PicoTTSService
@@ -139,12 +139,12 @@ async def test_festival_answers_the_next_sentence_after_a_cancelled_one():
 
 def test_personas_speak_pico_and_festival_and_fall_back_to_espeak(monkeypatch):
     personas = {p.language: p for p in map(load_persona, list_personas())}
-    assert isinstance(piper_or_espeak_tts(personas["de"]), PicoTTSService)
-    assert isinstance(piper_or_espeak_tts(personas["cs"]), FestivalTTSService)
+    assert isinstance(local_tts(personas["de"]), PicoTTSService)
+    assert isinstance(local_tts(personas["cs"]), FestivalTTSService)
 
     monkeypatch.setattr("services.festival_tts.FESTIVAL_VOICE_DIR", Path("/nonexistent"))
     monkeypatch.setattr("services.pico_tts.PICO_EXECUTABLE", "no-such-pico2wave")
-    fallback = piper_or_espeak_tts(personas["cs"])
+    fallback = local_tts(personas["cs"])
     assert isinstance(fallback, EspeakTTSService) and fallback.voice == "cs"
-    fallback = piper_or_espeak_tts(personas["de"])
+    fallback = local_tts(personas["de"])
     assert isinstance(fallback, EspeakTTSService) and fallback.voice == "de"
