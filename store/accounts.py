@@ -17,7 +17,7 @@ from store.base import (
     new_secret,
     secret_matches,
 )
-from store.models import CEFR_LEVELS, TARGET_LANGUAGES, ApiKey, Learner, utcnow
+from store.models import CEFR_LEVELS, TARGET_LANGUAGES, ApiKey, Learner, LearnerLevel, utcnow
 from store.records import ApiKeyInfo, ConflictError, LearnerInfo, NotFoundError
 
 
@@ -158,6 +158,8 @@ class AccountStore(StoreBase):
                 if await s.get(ApiKey, owner_key_id) is None:
                     raise NotFoundError(f"no API key {owner_key_id!r}")
                 s.add(row)
+                await s.flush()
+                s.add(LearnerLevel(learner_id=row.id, cefr_level=level, source="created"))
         except IntegrityError as e:
             raise ConflictError(f"phone number {phone!r} is already in use") from e
         return learner_info(row)

@@ -1,6 +1,7 @@
 """Assessments of learner turns: the tutors' mistakes and the examiner's ACS grades.
 
-Written the moment a turn is assessed, each in its own transaction (crash-safe like turns):
+Written the moment a turn is assessed, each in its own transaction (crash-safe like turns),
+together with the review items they make or lapse (:mod:`store.reviews`):
 a session process calls :meth:`AssessmentStore.add_assessment` through its relay with the
 assessment as :meth:`contracts.assessment.Assessment.to_dict` makes it. The rows are the
 source of truth for what a learner got wrong and which ACS tasks they know.
@@ -17,8 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from store.base import StoreBase
-from store.models import ACS_GRADES, AcsResult, Mistake
+from store.models import ACS_GRADES, AcsResult, Mistake, TutorSession
 from store.records import NotFoundError
+from store.reviews import apply_review_specs, review_specs
 
 MAX_SPAN = 500
 """Longest stored error span or rule, in characters (the columns' width)."""
@@ -113,7 +115,10 @@ class AssessmentStore(StoreBase):
     async def add_assessment(
         self, session_id: str, assessment: Mapping[str, Any], turn_index: int | None = None
     ) -> int:
-        """Store one learner turn's assessment; return the rows written.
+        """Store one learner turn's assessment; return the mistake or grade rows written.
+
+        In the same transaction each mistake becomes (or lapses) a review item of the
+        session's learner (:func:`store.reviews.review_specs`).
 
         Args:
             session_id: The session.
@@ -129,7 +134,13 @@ class AssessmentStore(StoreBase):
             return 0
         try:
             async with self._tx() as s:
+                session = await s.get(TutorSession, session_id)
+                if session is None:
+                    raise NotFoundError(f"no session {session_id!r}")
                 s.add_all(rows)
+                await apply_review_specs(
+                    s, session_id, session.learner_id, review_specs(assessment)
+                )
         except IntegrityError as e:
             raise NotFoundError(f"no session {session_id!r}") from e
         return len(rows)

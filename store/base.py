@@ -78,6 +78,7 @@ def session_info(row: TutorSession) -> SessionInfo:
         ready_at=row.ready_at,
         ended_at=row.ended_at,
         end_reason=row.end_reason,
+        mode=row.mode or "conversation",
     )
 
 

@@ -5,7 +5,8 @@ The schema is portable between SQLite and PostgreSQL (``String``, ``Integer``, `
 Python; SQLite stores it as naive UTC text and :class:`UTCDateTime` re-attaches the zone.
 
 The Alembic migrations (``store/migrations/versions/``: ``0001_initial.py``, then
-``0002_session_events.py``) create exactly these tables; a change here needs a new migration.
+``0002_session_events.py``, ``0003_assessments.py``, ``0004_learner_memory.py``) create exactly
+these tables; a change here needs a new migration.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ LIVE_STATUSES = ("starting", "ready", "active")
 TURN_ROLES = ("learner", "bot")
 USAGE_SERVICES = ("stt", "llm", "tts")
 ACS_GRADES = ("satisfactory", "probe", "unsatisfactory")
+SESSION_MODES = ("conversation", "review")
+REVIEW_KINDS = ("gec", "word", "acs")
+REPORT_STATUSES = ("pending", "running", "done", "failed")
+LEVEL_SOURCES = ("created", "set", "estimate")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -155,6 +160,7 @@ class TutorSession(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     end_reason: Mapped[str | None] = mapped_column(String(200), default=None)
     token_hash: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16), default="conversation")
 
 
 class Turn(Base):
@@ -257,3 +263,109 @@ class AcsResult(Base):
     grade: Mapped[str] = mapped_column(String(16))
     missing: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class LearnerLevel(Base):
+    """One entry of a learner's CEFR level history: set by the learner or app, or estimated.
+
+    ``evidence`` says why (for an estimate: learner turns, errors per turn, words per turn and
+    the sessions it was read from).
+    """
+
+    __tablename__ = "learner_levels"
+    __table_args__ = (
+        CheckConstraint(_in("source", LEVEL_SOURCES), name="source"),
+        CheckConstraint(_in("cefr_level", CEFR_LEVELS), name="cefr_level"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    learner_id: Mapped[str] = mapped_column(
+        ForeignKey("learners.id", ondelete="CASCADE"), index=True
+    )
+    cefr_level: Mapped[str] = mapped_column(String(2))
+    source: Mapped[str] = mapped_column(String(10))
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ReviewItem(Base):
+    """Something a learner got wrong, scheduled for review with FSRS.
+
+    ``kind``: ``gec`` (a grammar mistake: ``prompt`` is the sentence as said, ``answer`` the
+    corrected one, ``original``/``corrected`` the span), ``word`` (a vocabulary mistake, the
+    word the tutor taught), ``acs`` (an ACS question answered unsatisfactorily: ``prompt`` is
+    the question, ``answer`` its reference). ``key`` makes one item per learner and mistake:
+    the same mistake again lapses the item instead of adding one. ``card`` is the FSRS card
+    (``fsrs.Card.to_dict()``); ``review_logs`` keep every rating, so SM-2 can be computed too.
+    """
+
+    __tablename__ = "review_items"
+    __table_args__ = (
+        UniqueConstraint("learner_id", "key"),
+        CheckConstraint(_in("kind", REVIEW_KINDS), name="kind"),
+        Index("ix_review_items_learner_id_due", "learner_id", "due"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    learner_id: Mapped[str] = mapped_column(ForeignKey("learners.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(8))
+    key: Mapped[str] = mapped_column(String(600))
+    prompt: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    original: Mapped[str] = mapped_column(String(500), default="")
+    corrected: Mapped[str] = mapped_column(String(500), default="")
+    rule: Mapped[str] = mapped_column(String(500), default="")
+    category: Mapped[str] = mapped_column(String(20), default="other")
+    source_session_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    card: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    due: Mapped[datetime] = mapped_column(UTCDateTime())
+    reps: Mapped[int] = mapped_column(Integer, default=0)
+    lapses: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ReviewLog(Base):
+    """One rating of a review item (FSRS ``Rating``: 1 again, 2 hard, 3 good, 4 easy).
+
+    ``source``: ``review`` (answered in a review session), ``repeat`` (the mistake was made
+    again in a conversation), ``recall`` (an ACS question answered satisfactorily later).
+    """
+
+    __tablename__ = "review_logs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("review_items.id", ondelete="CASCADE"), index=True
+    )
+    session_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    rating: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(10))
+    answer: Mapped[str] = mapped_column(Text, default="")
+    due_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    due_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    reviewed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SessionReport(Base):
+    """A session's report and the durable job that writes it.
+
+    A row is added ``pending`` in the transaction that ends the session; a worker claims it
+    (``running``, ``owner``, ``lease_until``), and only that claim may finish it (``done``,
+    ``report``). A claim whose lease ran out (the worker died) is taken again; after
+    ``attempts`` reach the limit the job is ``failed`` with its ``error``.
+    """
+
+    __tablename__ = "session_reports"
+    __table_args__ = (CheckConstraint(_in("status", REPORT_STATUSES), name="status"),)
+
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(String(10), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    owner: Mapped[str | None] = mapped_column(String(100), default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    error: Mapped[str | None] = mapped_column(String(500), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

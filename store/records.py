@@ -88,6 +88,7 @@ class SessionInfo:
         ready_at: When the pipeline became ready (UTC), if it did.
         ended_at: When the session ended or failed (UTC).
         end_reason: Why it ended (free text such as ``hangup`` or an error summary).
+        mode: ``conversation``, or ``review`` (the tutor drills due review items).
     """
 
     id: str
@@ -101,6 +102,7 @@ class SessionInfo:
     ready_at: datetime | None
     ended_at: datetime | None
     end_reason: str | None
+    mode: str = "conversation"
 
     @property
     def terminal(self) -> bool:

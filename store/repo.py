@@ -11,22 +11,37 @@ from store.assessments import AssessmentStore
 from store.base import hash_secret, new_secret, secret_matches, session_info
 from store.db import create_engine, migrate_engine
 from store.events import EventStore
+from store.learner_model import LearnerModelStore
 from store.models import (
     LIVE_STATUSES,
+    SESSION_MODES,
     SESSION_STATUSES,
     TERMINAL_STATUSES,
     Learner,
+    SessionReport,
     TutorSession,
     UTCDateTime,
     utcnow,
 )
 from store.quotas import QuotaStore
 from store.records import NotFoundError, SessionInfo
+from store.reports import ReportStore
+from store.reviews import ReviewStore
 from store.turns import TurnStore
 from store.usage import UsageStore
 
 
-class Store(AccountStore, TurnStore, QuotaStore, EventStore, UsageStore, AssessmentStore):
+class Store(
+    AccountStore,
+    TurnStore,
+    QuotaStore,
+    EventStore,
+    UsageStore,
+    AssessmentStore,
+    ReviewStore,
+    ReportStore,
+    LearnerModelStore,
+):
     """Async persistence of voxtutor: open with :meth:`open`, close with :meth:`close`.
 
     Every method runs in its own short transaction and returns frozen records, never ORM
@@ -72,7 +87,13 @@ class Store(AccountStore, TurnStore, QuotaStore, EventStore, UsageStore, Assessm
     # -- sessions -------------------------------------------------------------------------
 
     async def create_session(
-        self, learner_id: str, owner_key_id: str, persona: str, tier: str, transport: str
+        self,
+        learner_id: str,
+        owner_key_id: str,
+        persona: str,
+        tier: str,
+        transport: str,
+        mode: str = "conversation",
     ) -> tuple[SessionInfo, str]:
         """Create a session in status ``starting`` with a fresh browser token.
 
@@ -82,6 +103,7 @@ class Store(AccountStore, TurnStore, QuotaStore, EventStore, UsageStore, Assessm
             persona: Persona id.
             tier: Service tier.
             transport: Transport name.
+            mode: ``conversation`` or ``review``.
 
         Returns:
             The session and its browser token's plaintext (only the hash is stored).
@@ -93,6 +115,8 @@ class Store(AccountStore, TurnStore, QuotaStore, EventStore, UsageStore, Assessm
         persona = non_empty(persona, "persona")
         tier = non_empty(tier, "tier")
         transport = non_empty(transport, "transport")
+        if mode not in SESSION_MODES:
+            raise ValueError(f"mode must be one of {SESSION_MODES}, got {mode!r}")
         token = new_secret()
         row = TutorSession(
             learner_id=learner_id,
@@ -102,6 +126,7 @@ class Store(AccountStore, TurnStore, QuotaStore, EventStore, UsageStore, Assessm
             transport=transport,
             status="starting",
             token_hash=hash_secret(token),
+            mode=mode,
         )
         async with self._tx() as s:
             learner = await s.get(Learner, learner_id)
@@ -131,7 +156,8 @@ class Store(AccountStore, TurnStore, QuotaStore, EventStore, UsageStore, Assessm
     ) -> bool:
         """Move a session to ``status``, atomically; ``ended`` and ``failed`` are terminal.
 
-        ``ready``/``active`` set ``ready_at`` (once); ``ended``/``failed`` set ``ended_at``.
+        ``ready``/``active`` set ``ready_at`` (once); ``ended``/``failed`` set ``ended_at``
+        and, in the same transaction, add the session's report job (:mod:`store.reports`).
 
         Args:
             session_id: The session.
@@ -162,6 +188,8 @@ class Store(AccountStore, TurnStore, QuotaStore, EventStore, UsageStore, Assessm
                 .values(**values)
             )
             if cast(CursorResult[Any], result).rowcount == 1:
+                if status in TERMINAL_STATUSES:
+                    s.add(SessionReport(session_id=session_id, status="pending", attempts=0))
                 return True
             if await s.get(TutorSession, session_id) is None:
                 raise NotFoundError(f"no session {session_id!r}")
@@ -247,9 +275,17 @@ class Store(AccountStore, TurnStore, QuotaStore, EventStore, UsageStore, Assessm
             How many sessions were marked.
         """
         async with self._tx() as s:
+            ids = list(
+                await s.scalars(
+                    select(TutorSession.id).where(TutorSession.status.in_(LIVE_STATUSES))
+                )
+            )
+            if not ids:
+                return 0
             result = await s.execute(
                 update(TutorSession)
-                .where(TutorSession.status.in_(LIVE_STATUSES))
+                .where(TutorSession.id.in_(ids), TutorSession.status.in_(LIVE_STATUSES))
                 .values(status="failed", ended_at=utcnow(), end_reason=end_reason[:200])
             )
+            s.add_all(SessionReport(session_id=i, status="pending", attempts=0) for i in ids)
             return cast(CursorResult[Any], result).rowcount

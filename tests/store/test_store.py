@@ -35,6 +35,10 @@ TABLES = {
     "session_events",
     "mistakes",
     "acs_results",
+    "learner_levels",
+    "review_items",
+    "review_logs",
+    "session_reports",
 }
 
 
@@ -72,7 +76,7 @@ async def test_migrations_create_all_tables_and_rerunning_is_a_noop(db_url: str)
             tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
             assert tables == TABLES | {"alembic_version"}
             versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
-            assert versions == [("0003",)]
+            assert versions == [("0004",)]
             # The hand-reviewed migration matches the models exactly.
             diff = await conn.run_sync(
                 lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata)
@@ -87,6 +91,10 @@ async def test_migrations_create_all_tables_and_rerunning_is_a_noop(db_url: str)
                 "ck_turns_role",
                 "ck_usage_events_service",
                 "ck_acs_results_grade",
+                "ck_learner_levels_source",
+                "ck_learner_levels_cefr_level",
+                "ck_review_items_kind",
+                "ck_session_reports_status",
             }
     finally:
         await store.close()
