@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from loguru import logger
@@ -25,7 +26,12 @@ from config.settings import get_settings
 from config.tiers import Link
 
 if TYPE_CHECKING:
+    from config.settings import Settings
+    from pipelines.file_session import SessionResult
+    from store import Store
     from transports.file import TypedTurn
+
+T = TypeVar("T")
 
 app = typer.Typer(help="voxtutor: realtime voice tutoring on Pipecat.", no_args_is_help=True)
 models_app = typer.Typer(help="Offline models shipped in PyPI packages.", no_args_is_help=True)
@@ -64,10 +70,20 @@ def session(
     llm_base_url: Annotated[
         str | None, typer.Option(help="Use this OpenAI-compatible server, not llama.cpp.")
     ] = None,
+    learner: Annotated[
+        str | None,
+        typer.Option(help="Learner name or id: the session joins their memory in the store."),
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="conversation, or review (drill due items; needs --learner).")
+    ] = "conversation",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run a tutoring session: each --audio file or --say text is one learner turn."""
-    from pipelines.file_session import run_file_session
+    """Run a tutoring session: each --audio file or --say text is one learner turn.
+
+    With --learner the session is stored as the learner's (greeting, prompt and review items
+    come from their memory) and its report is written when it ends.
+    """
     from services.llama_server import LLMServerError
     from transports.file import AudioFileError
     from weights.registry import ModelError
@@ -75,10 +91,15 @@ def session(
     _configure_logging(verbose)
     settings = get_settings()
     turns = _in_command_line_order(audio or [], say or [], sys.argv)
+    if mode not in ("conversation", "review"):
+        raise _fail(ValueError(f"--mode must be conversation or review, got {mode!r}"))
+    if mode == "review" and not learner:
+        raise _fail(ValueError("--mode review drills a learner's due items: pass --learner"))
+    report: dict[str, object] = {}
     try:
         result = asyncio.run(
-            run_file_session(
-                persona, turns, out, settings, level=level, llm_base_url=llm_base_url, tier=tier
+            _session_with_memory(
+                persona, turns, out, settings, level, llm_base_url, tier, learner, mode, report
             )
         )
     except (PersonaError, AudioFileError, ModelError, LLMServerError, ValueError) as e:
@@ -89,6 +110,49 @@ def session(
         extra = f"  [dim]({turn.latency_ms} ms voice-to-voice)[/]" if turn.latency_ms else ""
         console.print(f"[bold]{who}:[/] {escape(turn.text)}{extra}")
     console.print(f"[dim]wrote {result.out_dir / 'transcript.json'}[/]")
+    if report:
+        state = "written" if report.get("done") else "queued (voxtutor report SESSION_ID)"
+        console.print(f"[dim]session {report['session_id']}: report {state}[/]")
+
+
+async def _session_with_memory(
+    persona_id: str,
+    turns: list[Path | TypedTurn],
+    out: Path,
+    settings: Settings,
+    level: str | None,
+    llm_base_url: str | None,
+    tier: str,
+    learner_name: str | None,
+    mode: str,
+    report: dict[str, object],
+) -> SessionResult:
+    """Run the file session, joined to ``learner_name``'s memory when given."""
+    from pipelines.file_session import Memory, run_file_session
+    from runtime.learners import learner_for_session, write_report_now
+    from store import Store
+
+    if learner_name is None:
+        return await run_file_session(
+            persona_id, turns, out, settings, level=level, llm_base_url=llm_base_url, tier=tier
+        )
+    async with await Store.open(settings.store_url) as store:
+        who = await learner_for_session(store, learner_name, load_persona(persona_id), level)
+
+        async def on_ended(session_id: str, base_url: str) -> None:
+            report["session_id"] = session_id
+            report["done"] = await write_report_now(store, settings, session_id, base_url)
+
+        return await run_file_session(
+            persona_id,
+            turns,
+            out,
+            settings,
+            level=level,
+            llm_base_url=llm_base_url,
+            tier=tier,
+            memory=Memory(store, who, mode, on_ended),
+        )
 
 
 def _in_command_line_order(
@@ -409,3 +473,144 @@ def usage(
 
 if __name__ == "__main__":
     app()
+
+
+learners_app = typer.Typer(
+    help="Learners and what the store remembers of them.", no_args_is_help=True
+)
+app.add_typer(learners_app, name="learners")
+reports_app = typer.Typer(help="The session report worker.", no_args_is_help=True)
+app.add_typer(reports_app, name="reports")
+
+
+def _run_store(job: Callable[[Store], Awaitable[T]]) -> T:
+    """Run ``job`` on the configured store (opened and closed here); errors exit 2."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from store import Store
+
+    async def go() -> T:
+        async with await Store.open(get_settings().store_url) as store:
+            return await job(store)
+
+    try:
+        return asyncio.run(go())
+    except (ValueError, LookupError, SQLAlchemyError, OSError) as e:
+        raise _fail(e) from None
+
+
+@learners_app.command("show")
+def learners_show(
+    name_or_id: Annotated[str, typer.Argument(help="The learner's name or id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole model as JSON.")] = False,
+) -> None:
+    """Print the learner model: level, weaknesses, review items, ACS mastery."""
+    import json
+
+    from runtime.learners import find_learner
+
+    async def job(store: Store) -> dict[str, Any]:
+        learner = await find_learner(store, name_or_id)
+        if learner is None:
+            raise LookupError(f"no learner {name_or_id!r}")
+        model = await store.learner_model(learner.id)
+        model["due_items"] = [d.to_dict() for d in await store.due_review_items(learner.id)]
+        return model
+
+    model = _run_store(job)
+    if as_json:
+        typer.echo(json.dumps(model, ensure_ascii=False, indent=2))
+        return
+    who, level = model["learner"], model["level"]
+    console.print(
+        f"[bold]{escape(who['name'])}[/] ({who['id']}) learns {who['target_language']} at "
+        f"{level['cefr']} ({level['source']}); {model['sessions']} session(s), "
+        f"{model['minutes']:.1f} min, {model['mistakes']} mistake(s)"
+    )
+    if who["interests"]:
+        console.print("interests: " + escape(", ".join(who["interests"])))
+    table = Table("weakness", "count", "rule", "latest example")
+    for w in model["weaknesses"]:
+        ex = w["example"]
+        rule = w["rules"][0]["rule"] if w["rules"] else ""
+        table.add_row(
+            w["category"],
+            str(w["count"]),
+            escape(rule),
+            escape(f"{ex['original']} → {ex['corrected']}"),
+        )
+    console.print(table)
+    review = model["review"]
+    console.print(
+        f"review items: {review['total']} ({review['due']} due, {review['learned']} learned)"
+    )
+    for item in model["due_items"][:10]:
+        console.print(
+            f"  due {item['due'][:16]}  {escape(item['prompt'])} → {escape(item['answer'])}"
+        )
+    if model["acs"]:
+        acs = Table("ACS task", "mastery 0-5", "answers", "last grade")
+        for task, v in model["acs"]["tasks"].items():
+            if v["covered"]:
+                acs.add_row(task, str(v["mastery"]), str(v["results"]), v["last_grade"] or "")
+        console.print(acs)
+        left = ", ".join(a["area"] for a in model["acs"]["uncovered_areas"])
+        console.print(f"ACS areas not covered yet: {left or 'none'}")
+
+
+@app.command()
+def report(
+    session_id: Annotated[str, typer.Argument(help="The session's id.")],
+    llm_base_url: Annotated[
+        str | None, typer.Option(help="Use this OpenAI-compatible server, not llama.cpp.")
+    ] = None,
+) -> None:
+    """Print a session's report as JSON, writing it first if it is still pending."""
+    import json
+
+    from pipelines.local import local_llm
+    from runtime.learners import write_report_now
+
+    settings = get_settings()
+    if llm_base_url:
+        settings = settings.model_copy(update={"llm_base_url": llm_base_url})
+
+    async def job(store: Store) -> dict[str, Any]:
+        found = await store.get_report_job(session_id)
+        if found is None:
+            raise LookupError(f"no ended session {session_id!r} (a report starts when it ends)")
+        if found.status != "done":
+            async with local_llm(settings) as base_url:
+                await write_report_now(store, settings, session_id, base_url)
+            found = await store.get_report_job(session_id)
+        assert found is not None
+        if found.status != "done" or found.report is None:
+            raise LookupError(f"report of {session_id} is {found.status}: {found.error or ''}")
+        return found.report
+
+    typer.echo(json.dumps(_run_store(job), ensure_ascii=False, indent=2))
+
+
+@reports_app.command("work")
+def reports_work(
+    once: Annotated[bool, typer.Option(help="Write the pending reports, then exit.")] = False,
+) -> None:
+    """Write session reports as sessions end (the server runs this itself by default)."""
+    from pipelines.local import local_llm
+    from runtime.report_jobs import ReportWorker
+
+    settings = get_settings()
+    _configure_logging(False)
+
+    async def job(store: Store) -> int:
+        async with local_llm(settings) as base_url:
+            worker = ReportWorker(store, settings, base_url)
+            if not once:
+                await worker.run_forever()
+            done = 0
+            while await worker.run_one() is not None:
+                done += 1
+            return done
+
+    n = _run_store(job)
+    err.print(f"{n} report job(s) run")

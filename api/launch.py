@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from operator import attrgetter
 from typing import Protocol
 
@@ -31,6 +31,7 @@ from api.runtime import SlotReservation, known_tiers, missing_env, uses_local_ll
 from config.personas import Persona, list_personas, load_persona
 from config.tiers import get_tier
 from contracts.session_spec import SessionSpec, Transport
+from pipelines.memory import MAX_NAME_CHARS, MAX_REVIEW_ITEMS, clean, memory_from_model
 from runtime.protocol import CapacityError
 from store import LearnerInfo, SessionInfo
 from transports.daily import DailyError, release_session_room
@@ -43,7 +44,8 @@ class LaunchError(ApiError):
     ``at_capacity`` (429 with ``Retry-After``), ``local_at_capacity`` (429: the local tier's
     LLM server serves ``max_local_sessions`` already), ``quota_exceeded`` (402 with ``quota``,
     ``limit``, ``used``, ``upgrade_url``), ``transport_unavailable`` (503: Daily failed) and
-    ``session_start_failed`` (503: the process did not become ready).
+    ``session_start_failed`` (503: the process did not become ready) and ``nothing_due``
+    (409: a review session with no review item due).
     """
 
     @classmethod
@@ -84,6 +86,8 @@ class LaunchRequest:
             ``DailyError`` when Daily fails. ``None`` for other transports.
         daily_call_id: Daily pinless dial-in: the held call's ``callId``.
         daily_call_domain: Daily pinless dial-in: the call's ``callDomain``.
+        mode: ``conversation``, or ``review`` (drill the learner's due review items; 409
+            ``nothing_due`` when none is due).
     """
 
     learner: LearnerInfo | Callable[[], Awaitable[LearnerInfo]]
@@ -94,6 +98,7 @@ class LaunchRequest:
     make_room: Callable[[str], Awaitable[Room]] | None = None
     daily_call_id: str | None = None
     daily_call_domain: str | None = None
+    mode: str = "conversation"
 
 
 @dataclass(frozen=True)
@@ -192,8 +197,15 @@ async def _start(ctx: AppContext, req: LaunchRequest, slot: SlotReservation) -> 
         )
     except ApiError as e:
         raise LaunchError.from_api_error(e) from None
+    review = req.mode == "review"
+    due = await ctx.store.due_review_items(learner.id, limit=MAX_REVIEW_ITEMS)
+    if review and not due:
+        raise LaunchError(409, "nothing_due", "no review items are due for this learner")
+    model = await ctx.store.learner_model(learner.id)
+    memory = memory_from_model(model, [d.to_dict() for d in due], review_session=review)
+    memory = replace(memory, name=clean(req.learner_name(learner) or "", MAX_NAME_CHARS) or None)
     info, token = await ctx.store.create_session(
-        learner.id, learner.owner_key_id, req.persona.id, req.tier, req.transport
+        learner.id, learner.owner_key_id, req.persona.id, req.tier, req.transport, req.mode
     )
     sid, log = info.id, logger.bind(session_id=info.id)
     room = None
@@ -222,6 +234,8 @@ async def _start(ctx: AppContext, req: LaunchRequest, slot: SlotReservation) -> 
         daily_token=room.bot_token if room else None,
         daily_call_id=req.daily_call_id,
         daily_call_domain=req.daily_call_domain,
+        mode=req.mode,
+        memory=memory.to_json(),
     )
     started = time.monotonic()
     try:

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Response
 
 from api.deps import ApiKey, Ctx, is_uuid
 from api.errors import ApiError, error_responses
-from api.schemas import LearnerCreate, LearnerOut
-from store import ConflictError
+from api.schemas import LearnerCreate, LearnerOut, LearnerPatch, LearnerProgress
+from store import ConflictError, NotFoundError
 
 router = APIRouter(tags=["learners"], responses=error_responses(500))
 
@@ -52,3 +52,54 @@ async def get_learner(learner_id: str, key: ApiKey, ctx: Ctx) -> LearnerOut:
     if learner is None:
         raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}")
     return LearnerOut.of(learner)
+
+
+@router.patch(
+    "/learners/{learner_id}",
+    response_model=LearnerOut,
+    responses=error_responses(401, 404, 413, 422),
+    summary="Change a learner's name, level or interests",
+)
+async def patch_learner(learner_id: str, body: LearnerPatch, key: ApiKey, ctx: Ctx) -> LearnerOut:
+    """Set what a learner or app knows better than the store: name, CEFR level, interests.
+
+    A level set here goes into the level history (source ``set``); the tutor speaks at it
+    from the next session. Fields left out are kept.
+    """
+    if not is_uuid(learner_id):
+        raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}")
+    try:
+        learner = await ctx.store.update_learner(
+            learner_id,
+            key.id,
+            name=body.name,
+            cefr_level=body.cefr_level,
+            interests=body.interests,
+        )
+    except NotFoundError:
+        raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}") from None
+    except ValueError as e:
+        raise ApiError(422, "invalid_request", str(e)) from None
+    return LearnerOut.of(learner)
+
+
+@router.get(
+    "/learners/{learner_id}/progress",
+    response_model=LearnerProgress,
+    responses=error_responses(401, 404, 422),
+    summary="A learner's model and progress",
+)
+async def learner_progress(learner_id: str, key: ApiKey, ctx: Ctx) -> LearnerProgress:
+    """The learner model and its time series.
+
+    Level with evidence, weaknesses, review items and ACS mastery, all counted from the
+    stored sessions, mistakes, grades and reviews.
+    """
+    if not is_uuid(learner_id):
+        raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}")
+    try:
+        model = await ctx.store.learner_model(learner_id, key.id)
+    except NotFoundError:
+        raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}") from None
+    due = await ctx.store.due_review_items(learner_id, limit=10)
+    return LearnerProgress(**model, due_items=[d.to_dict() for d in due])

@@ -27,6 +27,7 @@ from api.schemas import (
     SessionEvent,
     SessionOut,
     SessionPage,
+    SessionReportOut,
     SessionStatus,
     Turn,
     TurnAssessment,
@@ -103,6 +104,7 @@ async def create_session(
             tier=body.tier,
             transport=body.transport,
             make_room=make_room if body.transport == "daily" else None,
+            mode=body.mode,
         ),
     )
     sid = started.session.id
@@ -222,3 +224,29 @@ async def end_session(session_id: str, key: ApiKey, ctx: Ctx) -> SessionEnding:
     current = await ctx.store.get_session(info.id)
     state = current.status if current is not None else "ended"
     raise ApiError(409, "session_not_running", f"session {info.id} already {state}")
+
+
+@router.get(
+    "/sessions/{session_id}/report",
+    response_model=SessionReportOut,
+    responses=error_responses(401, 404, 409, 422),
+    summary="A session's report",
+)
+async def get_report(session_id: str, key: ApiKey, ctx: Ctx) -> SessionReportOut:
+    """The report written after the session ended (``report`` is ``null`` until ``done``).
+
+    409 ``session_not_ended`` while the session runs: the report job starts when it ends.
+    """
+    session = await owned_session(ctx, key, session_id)
+    job = await ctx.store.get_report_job(session.id)
+    if job is None:
+        raise ApiError(
+            409, "session_not_ended", f"session {session.id} has not ended; no report yet"
+        )
+    return SessionReportOut(
+        session_id=job.session_id,
+        status=job.status,  # type: ignore[arg-type]  # a REPORT_STATUSES value
+        attempts=job.attempts,
+        report=job.report,
+        error=job.error,
+    )

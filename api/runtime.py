@@ -187,8 +187,9 @@ async def default_runtime(
     and runs sessions in their own processes with warm spares; a ``daily`` session's room
     is deleted once its process has exited. Each persona's opening prompt is evaluated in the
     LLM server in the background (:func:`pipelines.local.warm_persona_prompts`), so that no
-    session's first turn waits for it. Stops both services on exit; the app shuts the
-    supervisor.
+    session's first turn waits for it. A report worker (:mod:`runtime.report_jobs`) writes
+    each ended session's report unless ``settings.reports`` is off. Stops both services on
+    exit; the app shuts the supervisor.
 
     Args:
         settings: Process settings.
@@ -200,6 +201,7 @@ async def default_runtime(
         services.llama_server.LLMServerError: the LLM server did not start.
     """
     from pipelines.local import local_llm, warm_persona_prompts
+    from runtime.report_jobs import ReportWorker
     from runtime.supervisor import SessionSupervisor
     from transports.daily import release_session_room
 
@@ -220,12 +222,20 @@ async def default_runtime(
         # Each persona's prompt is evaluated once now, so no session's first turn pays for it.
         openings = _persona_openings() if settings.llm_warm_up else {}
         warming = asyncio.create_task(warm_persona_prompts(base_url, openings))
+        # Reports of ended sessions (and of those a previous server left unwritten).
+        reports = (
+            asyncio.create_task(ReportWorker(store, settings, base_url).run_forever())
+            if settings.reports
+            else None
+        )
         try:
             yield Runtime(supervisor=supervisor, llm_base_url=base_url)
         finally:
-            warming.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await warming
+            for task in (warming, reports):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
 
 def _persona_openings() -> dict[str, list[dict[str, str]]]:

@@ -82,6 +82,41 @@ class LearnerOut(BaseModel):
         )
 
 
+class LearnerPatch(_Request):
+    """What a learner or app may change; fields left out stay as they are."""
+
+    name: Text | None = Field(default=None, min_length=1, max_length=200)
+    cefr_level: CefrLevel | None = Field(
+        default=None, description="CEFR level, A1 … C2 (kept in the level history)."
+    )
+    interests: list[Annotated[Text, Field(max_length=100)]] | None = Field(
+        default=None, max_length=20, description="Topics the tutor can talk about."
+    )
+
+
+class LearnerProgress(BaseModel):
+    """The learner model and its time series (``store.learner_model``)."""
+
+    learner: dict[str, Any]
+    level: dict[str, Any] = Field(description="CEFR level now, its source, evidence, history.")
+    weaknesses: list[dict[str, Any]] = Field(
+        description="Error categories by recency-weighted count, with rules and an example."
+    )
+    mistakes: int
+    sessions: int
+    minutes: float
+    last_session: dict[str, Any] | None
+    review: dict[str, int] = Field(description="Review items: total, due now, learned.")
+    due_items: list[dict[str, Any]] = Field(description="Review items due now (up to 10).")
+    acs: dict[str, Any] | None = Field(
+        description="Per ACS task mastery 0-5, areas not covered yet (examiner sessions)."
+    )
+    series: dict[str, Any] = Field(
+        description="Per session: mistakes per category, ACS grades, review items; per day: "
+        "reviews right/wrong; level over time."
+    )
+
+
 # -- sessions ----------------------------------------------------------------------------
 
 
@@ -92,6 +127,11 @@ class SessionCreate(_Request):
     tier: Text = Field(max_length=50, description="Tier name (GET /api/v1/tiers).")
     transport: TransportName = Field(description="`webrtc` (SmallWebRTC) or `daily`.")
     learner_id: Text = Field(max_length=100, description="A learner of the calling key.")
+    mode: Literal["conversation", "review"] = Field(
+        default="conversation",
+        description="`review`: the tutor drills the learner's due review items (409 "
+        "`nothing_due` when none is due).",
+    )
 
 
 class Connect(BaseModel):
@@ -188,6 +228,7 @@ class SessionOut(BaseModel):
     ready_at: datetime | None
     ended_at: datetime | None
     end_reason: str | None
+    mode: Literal["conversation", "review"] = "conversation"
 
     @classmethod
     def fields_of(cls, info: SessionInfo) -> dict[str, Any]:
@@ -203,6 +244,7 @@ class SessionOut(BaseModel):
             "ready_at": info.ready_at,
             "ended_at": info.ended_at,
             "end_reason": info.end_reason,
+            "mode": info.mode,
         }
 
 
@@ -334,3 +376,16 @@ class Readiness(BaseModel):
 
     status: Literal["ready", "unready"]
     checks: dict[str, str]
+
+
+class SessionReportOut(BaseModel):
+    """A session's report and the state of the job that writes it."""
+
+    session_id: str
+    status: Literal["pending", "running", "done", "failed"]
+    attempts: int
+    report: dict[str, Any] | None = Field(
+        description="Summary, strengths, corrections, three things to practise, level "
+        "estimate; ACS debrief per task for the examiner. ``null`` until ``done``."
+    )
+    error: str | None = None

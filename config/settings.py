@@ -93,6 +93,11 @@ class Settings(BaseSettings):
             voice-to-voice was 2.5 s, two at once 3.5 and 4.8 s with a p95 of 10 s
             (``python -m bench.voice_to_voice --sessions N``, bench/README.md).
         session_idle_timeout_s: End a session after this many seconds without speech.
+        reports: Run the session report worker in the server (``runtime.report_jobs``); off
+            where another process (``voxtutor reports work``) runs it.
+        report_lease_s: How long a report job's claim holds before another worker may take
+            it (its worker is taken for dead), s.
+        report_poll_s: How often the report worker looks for jobs, s.
         cors_origins: Origins allowed to call the API from a browser (comma-separated in env).
         max_body_bytes: Largest request body accepted, bytes (an SDP offer is ~5-10 KB).
         openai_base_url: OpenAI REST base (chat, speech, transcriptions); ``None`` = the SDK's
@@ -159,6 +164,9 @@ class Settings(BaseSettings):
         default_factory=lambda: max(1, (os.cpu_count() or 2) // 2), ge=1
     )
     session_idle_timeout_s: float = Field(default=300.0, gt=0)
+    reports: bool = True
+    report_lease_s: float = Field(default=300.0, gt=0)
+    report_poll_s: float = Field(default=5.0, gt=0)
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     openai_base_url: str | None = None

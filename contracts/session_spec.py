@@ -37,6 +37,10 @@ class SessionSpec:
         daily_call_domain: Daily pinless dial-in: the call's ``callDomain``; ``None`` otherwise.
         turn_url: The server's shared smart-turn service (:mod:`services.turn_service`), or
             ``None`` for a model in the session process; set by the supervisor.
+        mode: ``conversation``, or ``review``: the tutor drills the due review items in
+            ``memory`` (:mod:`pipelines.review`).
+        memory: What the store knows about the learner, bounded
+            (:meth:`pipelines.memory.LearnerMemory.to_json`), or ``None`` for none.
     """
 
     session_id: str
@@ -54,6 +58,8 @@ class SessionSpec:
     daily_call_id: str | None = None
     daily_call_domain: str | None = None
     turn_url: str | None = None
+    mode: str = "conversation"
+    memory: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the spec as a JSON-ready dict (passed to the process as an argument)."""

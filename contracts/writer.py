@@ -38,6 +38,12 @@ class SessionWriter(Protocol):
         """Store a learner turn's assessment (``contracts.assessment.Assessment.to_dict()``)."""
         ...
 
+    async def review_item(
+        self, session_id: str, item_id: int, correct: bool, answer: str = ""
+    ) -> object:
+        """Record an answer to a review item in a review session; FSRS reschedules it."""
+        ...
+
     async def add_usage_event(
         self,
         session_id: str,

@@ -12,7 +12,7 @@ import asyncio
 import json
 import statistics
 import wave
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +35,15 @@ from pipelines.assessment import (
     tutoring_step,
 )
 from pipelines.local import local_llm, opening_messages, warm_persona_prompts
+from pipelines.memory import (
+    MAX_REVIEW_ITEMS,
+    LearnerMemory,
+    examiner_opening,
+    memory_from_model,
+    memory_messages,
+    persona_for,
+)
+from pipelines.review import ReviewStep
 from pipelines.session import build_session
 from pipelines.tiers import build_tier_services
 from processors.assessment import AssessmentProcessor
@@ -123,19 +132,88 @@ def _with_assessments(
 
 
 async def _tutoring_step(
-    persona: Persona, chat: JsonChat, level: str | None, settings: Settings
+    base: Persona,
+    persona: Persona,
+    chat: JsonChat,
+    level: str | None,
+    settings: Settings,
+    memory: LearnerMemory | None = None,
 ) -> TutorStep | ExaminerStep | None:
-    """The persona's tutoring step, its dictionary or verdict scorer loaded off the loop."""
+    """The persona's tutoring step, its dictionary or verdict scorer loaded off the loop.
+
+    ``base`` is the packaged persona, ``persona`` the one for this learner
+    (:func:`pipelines.memory.persona_for`); the examiner asks the greeting's question first,
+    then skips what ``memory`` says was asked before and returns to weak tasks.
+    """
     if persona.role == "tutor" and persona.language in DICTIONARIES:
         await asyncio.to_thread(load_dictionary, persona.language)
-    step = tutoring_step(persona, chat, level, first_question=persona.greeting)
+    first = examiner_opening(base, memory)[1] or base.greeting
+    step = tutoring_step(persona, chat, level, first_question=first)
     if isinstance(step, ExaminerStep):
+        if memory is not None:
+            step.asked, step.weak = list(memory.acs_asked), list(memory.acs_weak_tasks)
         step.grader.scorer = await asyncio.to_thread(local_scorer, settings)
     elif isinstance(step, TutorStep) and isinstance(step.assessor, GrammarCorrector):
         step.assessor.window = await asyncio.to_thread(
             local_window_scorer, settings, persona.language
         )
     return step
+
+
+async def _join_memory(memory: Memory, persona: Persona, tier: str) -> tuple[LearnerMemory, str]:
+    """The learner's memory from the store, and a new session row for this file session.
+
+    Raises:
+        ValueError: a review session with no review item due.
+    """
+    store, learner = memory.store, memory.learner
+    due = await store.due_review_items(learner.id, limit=MAX_REVIEW_ITEMS)
+    if memory.mode == "review" and not due:
+        raise ValueError(f"no review items are due for {learner.name}")
+    model = await store.learner_model(learner.id)
+    remembered = memory_from_model(
+        model, [d.to_dict() for d in due], review_session=memory.mode == "review"
+    )
+    info, _token = await store.create_session(
+        learner.id, learner.owner_key_id, persona.id, tier, "file", memory.mode
+    )
+    await store.set_session_status(info.id, "active")
+    return remembered, info.id
+
+
+def review_drill_for(
+    persona: Persona, memory: LearnerMemory | None, store: Any, session_id: str | None
+) -> ReviewStep:
+    """A review drill of ``memory``'s due items whose answers ``store`` reschedules."""
+
+    async def on_review(item_id: int, right: bool, answer: str) -> None:
+        if session_id is not None:
+            await store.review_item(session_id, item_id, right, answer)
+
+    return ReviewStep(persona, list(memory.review) if memory else [], None, on_review)
+
+
+def _writers(
+    store: Any, session_id: str, session: Callable[[], Any]
+) -> tuple[Callable[[TurnRecord], Awaitable[None]], Callable[[Assessment], Awaitable[None]]]:
+    """``on_turn`` and ``on_assessment`` that store the session's turns and assessments."""
+
+    async def on_turn(turn: TurnRecord) -> None:
+        await store.add_turn(session_id, turn)
+
+    async def on_assessment(assessment: Assessment) -> None:
+        turns = session().recorder.turns
+        index = next(
+            (
+                t.index
+                for t in reversed(turns)
+                if t.role == "learner" and t.text.strip() == assessment.text.strip()
+            ),
+            None,
+        )
+        await store.add_assessment(session_id, assessment.to_dict(), index)
+
+    return on_turn, on_assessment
 
 
 def _prepare(
@@ -156,6 +234,24 @@ def _input(item: Path | TypedTurn, offset_ms: int) -> dict[str, Any]:
     return {"path": str(item), "offset_ms": offset_ms}
 
 
+@dataclass
+class Memory:
+    """A file session that joins a learner's memory in the store (``--learner``).
+
+    Attributes:
+        store: The open store (the server's: SQLite by default, ``DATABASE_URL``).
+        learner: The learner; the session, its turns and assessments are stored as theirs.
+        mode: ``conversation`` or ``review`` (drill the due review items).
+        on_ended: Awaited with the session id and the LLM server's URL once the session has
+            ended and its outputs are written (the CLI writes the report then).
+    """
+
+    store: Any
+    learner: Any
+    mode: str = "conversation"
+    on_ended: Callable[[str, str], Awaitable[None]] | None = None
+
+
 async def run_file_session(
     persona_id: str,
     audio_paths: Sequence[Path | TypedTurn],
@@ -167,6 +263,7 @@ async def run_file_session(
     params: FileTransportParams | None = None,
     tier: str = "local",
     assessment: bool = True,
+    memory: Memory | None = None,
 ) -> SessionResult:
     """Run a session where each file is one learner turn; write the outputs to ``out_dir``.
 
@@ -184,15 +281,18 @@ async def run_file_session(
             their keys in the environment.
         assessment: Assess each learner turn before the reply (the tutoring step); ``False``
             only to measure what it costs (``bench.voice_to_voice --assessment both``).
+        memory: Store the session as the learner's, and start it from what the store knows
+            of them (greeting, prompt, due review items); ``None``: a session on its own.
 
     Raises:
         config.tiers.TierError: unknown tier or a missing provider key.
         config.personas.PersonaError: unknown or invalid persona.
+        ValueError: no learner turn, or a review session with nothing due.
         transports.file.AudioFileError: a recording is unusable.
         weights.registry.ModelNotInstalledError: a model is not installed.
         services.llama_server.LLMServerError: the local LLM server failed to start.
     """
-    persona: Persona = load_persona(persona_id)
+    base: Persona = load_persona(persona_id)
     tier_config = get_tier(tier)
     missing = tier_config.missing_env()
     if missing:
@@ -204,10 +304,24 @@ async def run_file_session(
     if llm_base_url:
         settings = settings.model_copy(update={"llm_base_url": llm_base_url})
 
+    remembered, session_id = None, None
+    if memory is not None:
+        remembered, session_id = await _join_memory(memory, base, tier)
+        level = level or memory.learner.cefr_level
+    drill = None
+    if memory is not None and memory.mode == "review":
+        drill = review_drill_for(base, remembered, memory.store, session_id)
+    persona = persona_for(
+        base, remembered, drill.opening(remembered.name if remembered else None) if drill else None
+    )
+    record = memory_messages(remembered)
+
     started = datetime.now(UTC)
     async with local_llm(settings) as base_url:
         if tier_config.llm[0].provider == "local" and settings.llm_warm_up:
-            await warm_persona_prompts(base_url, {persona.id: opening_messages(persona, level)})
+            await warm_persona_prompts(
+                base_url, {persona.id: opening_messages(persona, level, record)}
+            )
         services = build_tier_services(
             tier, persona, settings, local_base_url=base_url, level=level
         )
@@ -226,8 +340,18 @@ async def run_file_session(
             tracks["conversation"] = merged
 
         chat = JsonChat(base_url)
-        step = await _tutoring_step(persona, chat, level, settings) if assessment else None
-        assessor = AssessmentProcessor(step) if step is not None else None
+        step: Any = (
+            await _tutoring_step(base, persona, chat, level, settings, remembered)
+            if assessment
+            else None
+        )
+        if drill is not None:
+            drill.inner = step
+            step = drill
+        on_assessment = on_turn = None
+        if memory is not None and session_id is not None:
+            on_turn, on_assessment = _writers(memory.store, session_id, lambda: session)
+        assessor = AssessmentProcessor(step, on_assessment) if step is not None else None
         session = build_session(
             persona,
             stt=services.stt,
@@ -238,6 +362,8 @@ async def run_file_session(
             recorders=[audio],
             audio_out_sample_rate=OUTPUT_SAMPLE_RATE,
             assessment=assessor,
+            record=record,
+            on_turn=on_turn,
         )
         runner = WorkerRunner(handle_sigint=False)
         await runner.add_workers(session.worker)
@@ -252,10 +378,48 @@ async def run_file_session(
             await runner.run()
         finally:
             ender.cancel()
-            await chat.aclose()
         await session.recorder.flush()
+        if assessor is not None:
+            await assessor.drain()
+        await chat.aclose()
+        result = _write_outputs(
+            out_dir,
+            tracks,
+            session.recorder.turns,
+            assessor,
+            persona,
+            tier,
+            tier_config,
+            settings,
+            level,
+            started,
+            audio_paths,
+            transport,
+            session_id,
+        )
+        if memory is not None and session_id is not None:
+            await memory.store.set_session_status(session_id, "ended", "recordings done")
+            if memory.on_ended is not None:
+                await memory.on_ended(session_id, base_url)
+    return result
 
-    turns = session.recorder.turns
+
+def _write_outputs(
+    out_dir: Path,
+    tracks: dict[str, bytes],
+    turns: list[TurnRecord],
+    assessor: AssessmentProcessor | None,
+    persona: Persona,
+    tier: str,
+    tier_config: Tier,
+    settings: Settings,
+    level: str | None,
+    started: datetime,
+    audio_paths: Sequence[Path | TypedTurn],
+    transport: FileTransport,
+    session_id: str | None,
+) -> SessionResult:
+    """Write ``bot.wav``, ``conversation.wav`` and ``transcript.json``; return the result."""
     _write_wav(out_dir / "bot.wav", tracks.get("bot", b""), OUTPUT_SAMPLE_RATE, 1)
     _write_wav(out_dir / "conversation.wav", tracks.get("conversation", b""), OUTPUT_SAMPLE_RATE, 2)
     transcript: dict[str, Any] = {
@@ -278,6 +442,8 @@ async def run_file_session(
         "turns": _with_assessments(turns, assessor.assessments if assessor else []),
         "summary": _summary(turns),
     }
+    if session_id is not None:
+        transcript["session_id"] = session_id
     (out_dir / "transcript.json").write_text(
         json.dumps(transcript, ensure_ascii=False, indent=2), encoding="utf-8"
     )

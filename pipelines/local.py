@@ -12,7 +12,7 @@ its Debian package is absent.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,15 +134,19 @@ def local_tts(persona: Persona, home: Path | None = None, *, lazy: bool = False)
     return EspeakTTSService(settings=EspeakTTSService.Settings(voice=voice))
 
 
-def opening_messages(persona: Persona, level: str | None = None) -> list[dict[str, str]]:
+def opening_messages(
+    persona: Persona, level: str | None = None, record: Sequence[dict[str, str]] = ()
+) -> list[dict[str, str]]:
     """The messages a session's first LLM request starts with, as the LLM service sends them.
 
-    System prompt (at ``level``, default the persona's CEFR level), few-shot turns, greeting.
+    System prompt (at ``level``, default the persona's CEFR level), the learner record
+    (:func:`pipelines.memory.memory_messages`), few-shot turns, greeting.
     Evaluating them ahead (:func:`warm_persona_prompts`) leaves a learner turn only its own
     tokens to read.
     """
     return [
         {"role": "system", "content": persona.render_system_prompt(level or persona.cefr_level)},
+        *record,
         *persona.initial_messages(),
         {"role": "assistant", "content": persona.greeting},
     ]

@@ -108,6 +108,7 @@ def build_session(
     rtvi: bool = True,
     pipecat_defaults: bool = False,
     assessment: FrameProcessor | None = None,
+    record: Sequence[dict[str, str]] = (),
 ) -> SessionPipeline:
     """Assemble one tutoring session.
 
@@ -144,11 +145,13 @@ def build_session(
         assessment: The tutoring step's processor
             (:class:`processors.assessment.AssessmentProcessor`), placed between the user
             aggregator and the LLM; ``None``: the reply model alone answers each turn.
+        record: Messages the context starts with, before the few-shot turns: the learner
+            record (:func:`pipelines.memory.memory_messages`, data, never instructions).
 
     Returns:
         The built :class:`SessionPipeline`; run ``session.worker`` with a ``WorkerRunner``.
     """
-    context = LLMContext(messages=persona.initial_messages())  # type: ignore[arg-type]
+    context = LLMContext(messages=[*record, *persona.initial_messages()])  # type: ignore[list-item]
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context,
         user_params=LLMUserAggregatorParams(

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from config.personas import Persona
     from config.settings import Settings
     from contracts.writer import SessionWriter
+    from pipelines.review import ReviewStep
     from processors.failover.groups import OnSwitch
     from transports.phone import PhoneEndpoint
 
@@ -121,8 +122,9 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     from contracts.assessment import Assessment
     from contracts.turns import TurnRecord
     from observers.usage_meter import usage_observer
-    from pipelines.assessment import tutoring_step
+    from pipelines.assessment import ExaminerStep, tutoring_step
     from pipelines.local import opening_messages, warm_persona_prompts
+    from pipelines.memory import LearnerMemory, examiner_opening, memory_messages, persona_for
     from pipelines.quota import SessionQuota
     from pipelines.session import SessionPipeline, build_session
     from pipelines.tiers import build_tier_services
@@ -136,9 +138,15 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     settings = get_settings()
     if spec.turn_url:
         settings = settings.model_copy(update={"smart_turn_url": spec.turn_url})
-    persona = load_persona(spec.persona)
+    memory = LearnerMemory.from_json(spec.memory)
+    base_persona = load_persona(spec.persona)
     # Writes go to the server, which stores them (runtime.store_relay).
     store = StoreRelay(channel.send)
+    drill = review_drill(spec, base_persona, memory, store) if spec.mode == "review" else None
+    persona = persona_for(
+        base_persona, memory, drill.opening(memory.name if memory else None) if drill else None
+    )
+    record = memory_messages(memory)
     # A speech-to-speech tier has no STT, LLM and TTS: runtime.realtime_process builds it.
     services = (
         None
@@ -159,13 +167,19 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     tasks: set[asyncio.Task[Any]] = set()
     session_box: dict[str, Any] = {}
 
-    step = tutoring_step(
+    step: Any = tutoring_step(
         persona,
         JsonChat(spec.llm_base_url),
         spec.cefr_level,
-        first_question=persona.greeting,
+        first_question=examiner_opening(base_persona, memory)[1] or base_persona.greeting,
         settings=settings,
     )
+    if isinstance(step, ExaminerStep) and memory is not None:
+        step.asked = list(memory.acs_asked)
+        step.weak = list(memory.acs_weak_tasks)
+    if drill is not None:
+        drill.inner = step
+        step = drill
     if (
         services is not None
         and spec.llm_base_url
@@ -174,7 +188,7 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     ):
         # The server warmed each persona at its default level; this session's level may
         # differ, and the server's cache may have let it go. Cheap when it is still there.
-        opening = opening_messages(persona, spec.cefr_level)
+        opening = opening_messages(persona, spec.cefr_level, record)
         warming = asyncio.create_task(
             warm_persona_prompts(spec.llm_base_url, {spec.session_id: opening})
         )
@@ -231,6 +245,7 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
                 on_turn=on_turn,
                 observers=[usage_observer(store, spec.session_id, services)],
                 assessment=(AssessmentProcessor(step, on_assessment) if step is not None else None),
+                record=record,
                 **phone,
             )
         session_box["session"] = session
@@ -343,6 +358,22 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     if phone is not None:
         await phone.close()
     return 0
+
+
+def review_drill(
+    spec: SessionSpec, persona: Persona, memory: Any, store: SessionWriter
+) -> ReviewStep:
+    """A review session's drill of the due items in its memory; answers go to the store.
+
+    The inner step (which grades the answers) is set once it is built.
+    """
+    from pipelines.review import ReviewStep
+
+    async def on_review(item_id: int, right: bool, answer: str) -> None:
+        await store.review_item(spec.session_id, item_id, right, answer)
+
+    items = list(memory.review) if memory is not None else []
+    return ReviewStep(persona, items, None, on_review)
 
 
 def release_freed_heap() -> int:

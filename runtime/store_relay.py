@@ -25,7 +25,14 @@ from typing import Any
 from contracts.turns import TurnRecord
 
 RELAYED_CALLS = frozenset(
-    {"add_turn", "set_session_status", "add_session_event", "add_usage_event", "add_assessment"}
+    {
+        "add_turn",
+        "set_session_status",
+        "add_session_event",
+        "add_usage_event",
+        "add_assessment",
+        "review_item",
+    }
 )
 """The store methods a session process may call (``store.Store``'s, same arguments)."""
 
@@ -72,6 +79,12 @@ class StoreRelay:
     ) -> None:
         """Store a learner turn's assessment (``Assessment.to_dict()``)."""
         self._call("add_assessment", session_id, dict(assessment), turn_index)
+
+    async def review_item(
+        self, session_id: str, item_id: int, correct: bool, answer: str = ""
+    ) -> None:
+        """Record a review session's answer to an item (the store reschedules it)."""
+        self._call("review_item", session_id, item_id, correct, answer)
 
     async def add_usage_event(
         self,

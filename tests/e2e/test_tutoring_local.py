@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from typer.testing import CliRunner
 
 from cli import app
@@ -21,24 +20,12 @@ from contracts.assessment import GRADES
 from pipelines.assessment import turn_assessor
 from pipelines.file_session import run_file_session
 from services.assessment.dictionary import unknown_words
-from services.llama_server import LlamaServer
 from transports.file import FileTransportParams, TypedTurn
-from weights.registry import model_path
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 SCORED = Settings(llm_model="qwen2.5-coder-0.5b", assessment_scorer=True)
 """The in-process scorers on the same small model as the server."""
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def llm_url(tmp_path_factory):
-    server = LlamaServer(
-        model_path("qwen2.5-coder-0.5b", Settings().home),
-        log_path=tmp_path_factory.mktemp("llm") / "llama-server.log",
-    )
-    async with server:
-        yield server.base_url
 
 
 async def test_tutor_corrections_only_ever_bring_in_dictionary_words(llm_url: str) -> None:
