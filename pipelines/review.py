@@ -181,10 +181,14 @@ class ReviewStep:
             if right
             else self.phrases["wrong"].format(answer=item.get("answer") or "")
         )
-        following = (
-            self.ask(self.items[self.position])
-            if self.position < len(self.items)
-            else self.phrases["done"]
-        )
+        if self.position < len(self.items):
+            following = self.ask(self.items[self.position])
+        else:
+            following = self.phrases["done"]
+            inner = self.inner
+            if isinstance(inner, ExaminerStep) and inner.current is not None:
+                # The exam goes on: its open question is asked now, so the next answer is
+                # graded against a question the student heard.
+                following += f" {inner.current.question}"
         # The drill's own answers are not stored as new mistakes: the item's log keeps them.
         return StepResult(None, f"{said} {following}", None, reply_needed=False)

@@ -94,6 +94,8 @@ async def test_an_acs_item_is_graded_by_the_examiner_against_the_bank() -> None:
     assert stored == [(3, True), (4, False)]
     assert right.lead.startswith("Correct!") and wrong.lead.startswith("Not quite.")
     assert q.reference in wrong.lead
+    # The drill is done: the exam goes on with its open question, asked aloud.
+    assert inner.current is not None and wrong.lead.endswith(inner.current.question)
 
 
 async def test_a_failing_store_does_not_stop_the_drill() -> None:
