@@ -328,6 +328,10 @@ def serve(
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="Label, e.g. the client's name.")],
+    plans: Annotated[
+        str,
+        typer.Option(help="Plans the key may put its learners on, comma-separated, or '*'."),
+    ] = "free",
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -335,7 +339,12 @@ def keys_create(
     from store import create_api_key_sync
 
     try:
-        info, plaintext = create_api_key_sync(get_settings().store_url, name)
+        from config.plans import ALL_PLANS, load_plans
+
+        unknown = [p for p in plans.split(",") if p.strip() not in (*load_plans(), ALL_PLANS)]
+        if unknown:
+            raise ValueError(f"unknown plans {unknown}; known: {', '.join(load_plans())}")
+        info, plaintext = create_api_key_sync(get_settings().store_url, name, plans)
     except (ValueError, SQLAlchemyError, OSError) as e:
         raise _fail(e) from None
     err.print(
@@ -377,12 +386,17 @@ def keys_list() -> None:
         keys = asyncio.run(fetch(get_settings().store_url))
     except (ValueError, SQLAlchemyError, OSError) as e:
         raise _fail(e) from None
-    table = Table("prefix", "name", "created (UTC)", "revoked")
+    table = Table("prefix", "name", "plans", "created (UTC)", "revoked")
     table.add_column("id", overflow="fold")  # full: revoke takes it
     for k in keys:
         revoked = k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else ""
         table.add_row(
-            k.prefix, escape(k.name), k.created_at.strftime("%Y-%m-%d %H:%M"), revoked, k.id
+            k.prefix,
+            escape(k.name),
+            escape(k.plans),
+            k.created_at.strftime("%Y-%m-%d %H:%M"),
+            revoked,
+            k.id,
         )
     console.print(table)
 

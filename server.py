@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -24,10 +24,10 @@ from loguru import logger
 from sqlalchemy import text
 
 from api import routes_catalog, routes_learners, routes_sessions, routes_usage, routes_webrtc
-from api.deps import AppContext
+from api.deps import AppContext, require_api_key
 from api.errors import install_error_handlers
 from api.metrics import CONTENT_TYPE, Metrics
-from api.middleware import BodySizeLimitMiddleware, CatchAllMiddleware
+from api.middleware import BodySizeLimitMiddleware, CatchAllMiddleware, SecurityHeadersMiddleware
 from api.routes_dialin import router as dialin_router
 from api.routes_phone import router as phone_router
 from api.runtime import Runtime, RuntimeFactory, Supervisor, default_runtime
@@ -124,11 +124,16 @@ def create_app(
                 app.state.ctx = None
                 metrics.track_active(lambda: 0)
 
+    public = settings.ops_public
     app = FastAPI(
         title="voxtutor",
         version=_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Without VOXTUTOR_OPS_PUBLIC the schema needs a key (below) and no docs page is served.
+        docs_url="/docs" if public else None,
+        redoc_url="/redoc" if public else None,
+        openapi_url="/openapi.json" if public else None,
         openapi_tags=[
             {"name": "learners", "description": "People being tutored."},
             {"name": "sessions", "description": "Tutoring sessions."},
@@ -145,12 +150,13 @@ def create_app(
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(phone_router, prefix=API_PREFIX)
     app.include_router(dialin_router, prefix=API_PREFIX)
-    _add_ops_routes(app)
+    _add_ops_routes(app, public)
     # The browser room (static page; the last route, so the API and ops routes come first).
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
 
     # Starlette runs the last added middleware first: CORS → catch-all → body limit → app.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(CatchAllMiddleware, on_error=lambda: metrics.error("internal"))
     if settings.cors_origins:
         app.add_middleware(
@@ -191,7 +197,15 @@ async def _check_llm(base_url: str) -> str:
     return "ok"
 
 
-def _add_ops_routes(app: FastAPI) -> None:
+def _add_ops_routes(app: FastAPI, public: bool) -> None:
+    ops_auth = [] if public else [Depends(require_api_key)]
+    if not public:
+
+        @app.get("/openapi.json", include_in_schema=False, dependencies=ops_auth)
+        async def openapi() -> JSONResponse:
+            """The OpenAPI schema (needs an API key unless ``VOXTUTOR_OPS_PUBLIC``)."""
+            return JSONResponse(app.openapi())
+
     @app.get("/healthz", response_model=Health, tags=["ops"], summary="Liveness")
     async def healthz() -> Health:
         """200 whenever the process is up."""
@@ -227,9 +241,14 @@ def _add_ops_routes(app: FastAPI) -> None:
         summary="Prometheus metrics",
         response_class=Response,
         responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {}}, "description": "Metrics."}},
+        dependencies=ops_auth,
     )
     async def metrics(request: Request) -> Response:
-        """Prometheus text exposition (active sessions, spawn, latency, TTFB, errors)."""
+        """Prometheus text exposition (active sessions, spawn, latency, TTFB, errors).
+
+        Needs an API key (``Authorization: Bearer``; Prometheus: ``authorization`` in the
+        scrape config) unless ``VOXTUTOR_OPS_PUBLIC`` is set.
+        """
         return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
 
 

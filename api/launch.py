@@ -26,14 +26,16 @@ from loguru import logger
 
 from api.deps import AppContext
 from api.errors import ApiError
-from api.quotas import check_quotas
+from api.quotas import quota_refusal
 from api.runtime import SlotReservation, known_tiers, missing_env, uses_local_llm
 from config.personas import Persona, list_personas, load_persona
+from config.plans import get_plan, load_plans
 from config.tiers import get_tier
 from contracts.session_spec import SessionSpec, Transport
 from pipelines.memory import MAX_NAME_CHARS, MAX_REVIEW_ITEMS, clean, memory_from_model
 from runtime.protocol import CapacityError
-from store import LearnerInfo, SessionInfo
+from store import LearnerInfo, QuotaExceededError, SessionInfo
+from store.quotas import Limits
 from transports.daily import DailyError, release_session_room
 
 
@@ -44,8 +46,9 @@ class LaunchError(ApiError):
     ``at_capacity`` (429 with ``Retry-After``), ``local_at_capacity`` (429: the local tier's
     LLM server serves ``max_local_sessions`` already), ``quota_exceeded`` (402 with ``quota``,
     ``limit``, ``used``, ``upgrade_url``), ``transport_unavailable`` (503: Daily failed) and
-    ``session_start_failed`` (503: the process did not become ready) and ``nothing_due``
-    (409: a review session with no review item due).
+    ``session_start_failed`` (503: the process did not become ready), ``nothing_due``
+    (409: a review session with no review item due) and ``tier_not_entitled`` (403: the
+    learner's plan does not include the tier).
     """
 
     @classmethod
@@ -88,6 +91,8 @@ class LaunchRequest:
         daily_call_domain: Daily pinless dial-in: the call's ``callDomain``.
         mode: ``conversation``, or ``review`` (drill the learner's due review items; 409
             ``nothing_due`` when none is due).
+        by_line: The tier was chosen by the operator's phone line, not by the learner: it
+            is not checked against the learner's plan (the plan's quotas still count).
     """
 
     learner: LearnerInfo | Callable[[], Awaitable[LearnerInfo]]
@@ -99,6 +104,7 @@ class LaunchRequest:
     daily_call_id: str | None = None
     daily_call_domain: str | None = None
     mode: str = "conversation"
+    by_line: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,12 +197,20 @@ async def _start(ctx: AppContext, req: LaunchRequest, slot: SlotReservation) -> 
     supervisor = ctx.supervisor
     assert supervisor is not None and ctx.llm_base_url  # checked by launch()
     learner = req.learner if isinstance(req.learner, LearnerInfo) else await req.learner()
-    try:
-        grant = await check_quotas(
-            ctx.store, get_tier(req.tier), learner.id, ctx.settings.upgrade_url
+    tier = get_tier(req.tier)
+    plan = get_plan(learner.plan) if learner.plan in load_plans() else get_plan("free")
+    if not req.by_line and req.tier not in plan.tiers:
+        raise LaunchError(
+            403,
+            "tier_not_entitled",
+            f"the learner's plan {plan.name!r} includes the tiers {', '.join(plan.tiers)}, "
+            f"not {req.tier!r}",
+            extra={
+                "plan": plan.name,
+                "tiers": list(plan.tiers),
+                "upgrade_url": ctx.settings.upgrade_url,
+            },
         )
-    except ApiError as e:
-        raise LaunchError.from_api_error(e) from None
     review = req.mode == "review"
     due = await ctx.store.due_review_items(learner.id, limit=MAX_REVIEW_ITEMS)
     if review and not due:
@@ -204,9 +218,25 @@ async def _start(ctx: AppContext, req: LaunchRequest, slot: SlotReservation) -> 
     model = await ctx.store.learner_model(learner.id)
     memory = memory_from_model(model, [d.to_dict() for d in due], review_session=review)
     memory = replace(memory, name=clean(req.learner_name(learner) or "", MAX_NAME_CHARS) or None)
-    info, token = await ctx.store.create_session(
-        learner.id, learner.owner_key_id, req.persona.id, req.tier, req.transport, req.mode
+    limits = Limits(
+        plan_sessions=plan.sessions_per_month,
+        plan_tts_chars=plan.tts_chars_per_month,
+        tier_sessions=tier.quotas.sessions_per_month,
+        tier_tts_chars=tier.quotas.tts_chars_per_month,
+        session_tts_chars=ctx.settings.session_tts_reserve_chars,
     )
+    try:
+        info, token, tts_left = await ctx.store.reserve_session(
+            learner.id,
+            learner.owner_key_id,
+            req.persona.id,
+            req.tier,
+            req.transport,
+            limits,
+            req.mode,
+        )
+    except QuotaExceededError as e:
+        raise LaunchError.from_api_error(quota_refusal(e, ctx.settings.upgrade_url)) from None
     sid, log = info.id, logger.bind(session_id=info.id)
     room = None
     if req.make_room is not None:
@@ -228,8 +258,8 @@ async def _start(ctx: AppContext, req: LaunchRequest, slot: SlotReservation) -> 
         cefr_level=learner.cefr_level,
         learner_name=req.learner_name(learner),
         idle_timeout_s=ctx.settings.session_idle_timeout_s,
-        exchange_limit=grant.exchanges,
-        tts_chars_left=grant.tts_characters,
+        exchange_limit=tier.quotas.exchanges_per_session,
+        tts_chars_left=tts_left,
         daily_room_url=room.url if room else None,
         daily_token=room.bot_token if room else None,
         daily_call_id=req.daily_call_id,

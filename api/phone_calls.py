@@ -279,6 +279,7 @@ async def _start(
         learner=learner,
         persona=persona,
         tier=tier,
+        by_line=True,  # the operator's line chose the tier
         transport=call.carrier,
         learner_name=spoken_name,
     )

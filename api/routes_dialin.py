@@ -309,6 +309,7 @@ async def _start(ctx: AppContext, request: Request, call: DailyDialinCall) -> st
             learner=learner,
             persona=persona,
             tier=tier,
+            by_line=True,  # the operator's line chose the tier
             transport="daily",
             learner_name=spoken_name,
             make_room=make_room,

@@ -6,23 +6,64 @@ from fastapi import APIRouter, Response
 
 from api.deps import ApiKey, Ctx, is_uuid
 from api.errors import ApiError, error_responses
-from api.schemas import LearnerCreate, LearnerOut, LearnerPatch, LearnerProgress
-from store import ConflictError, NotFoundError
+from api.schemas import LearnerCreate, LearnerOut, LearnerPatch, LearnerProgress, PlanOut
+from config.plans import PlanError, get_plan, key_may_grant, load_plans
+from store import ApiKeyInfo, ConflictError, LimitError, NotFoundError
 
 router = APIRouter(tags=["learners"], responses=error_responses(500))
+
+
+def grantable_plan(key: ApiKeyInfo, plan: str) -> str:
+    """``plan`` if it exists and ``key`` may grant it.
+
+    Raises:
+        ApiError: 422 ``unknown_plan``; 403 ``plan_not_allowed``.
+    """
+    try:
+        get_plan(plan)
+    except PlanError as e:
+        raise ApiError(422, "unknown_plan", str(e)) from None
+    if not key_may_grant(key.plans, plan):
+        raise ApiError(
+            403,
+            "plan_not_allowed",
+            f"this key may not put learners on plan {plan!r} (it may grant: {key.plans})",
+        )
+    return plan
+
+
+@router.get("/plans", response_model=list[PlanOut], summary="The plans")
+async def plans(key: ApiKey) -> list[PlanOut]:
+    """Every plan with its tiers and monthly limits, and whether the calling key may grant it."""
+    return [
+        PlanOut(
+            name=p.name,
+            title=p.title,
+            tiers=list(p.tiers),
+            sessions_per_month=p.sessions_per_month,
+            tts_chars_per_month=p.tts_chars_per_month,
+            grantable=key_may_grant(key.plans, p.name),
+        )
+        for p in load_plans().values()
+    ]
 
 
 @router.post(
     "/learners",
     status_code=201,
     response_model=LearnerOut,
-    responses=error_responses(401, 409, 413, 422),
+    responses=error_responses(401, 403, 409, 413, 422),
     summary="Create a learner",
 )
 async def create_learner(
     body: LearnerCreate, key: ApiKey, ctx: Ctx, response: Response
 ) -> LearnerOut:
-    """Create a learner owned by the calling key (409 if the phone number is taken)."""
+    """Create a learner owned by the calling key (409 if the phone number is taken).
+
+    The plan must be one the key may grant (403 ``plan_not_allowed``); a key has at most
+    ``VOXTUTOR_MAX_LEARNERS_PER_KEY`` learners (403 ``learner_limit``).
+    """
+    plan = grantable_plan(key, body.plan or ctx.settings.default_plan)
     try:
         learner = await ctx.store.create_learner(
             key.id,
@@ -31,9 +72,13 @@ async def create_learner(
             body.cefr_level,
             body.interests,
             body.phone,
+            plan=plan,
+            max_per_key=ctx.settings.max_learners_per_key,
         )
     except ConflictError as e:
         raise ApiError(409, "phone_in_use", str(e)) from None
+    except LimitError as e:
+        raise ApiError(403, "learner_limit", str(e)) from None
     except ValueError as e:
         raise ApiError(422, "invalid_request", str(e)) from None
     response.headers["Location"] = f"/api/v1/learners/{learner.id}"
@@ -57,17 +102,19 @@ async def get_learner(learner_id: str, key: ApiKey, ctx: Ctx) -> LearnerOut:
 @router.patch(
     "/learners/{learner_id}",
     response_model=LearnerOut,
-    responses=error_responses(401, 404, 413, 422),
-    summary="Change a learner's name, level or interests",
+    responses=error_responses(401, 403, 404, 413, 422),
+    summary="Change a learner's name, level, interests or plan",
 )
 async def patch_learner(learner_id: str, body: LearnerPatch, key: ApiKey, ctx: Ctx) -> LearnerOut:
     """Set what a learner or app knows better than the store: name, CEFR level, interests.
 
     A level set here goes into the level history (source ``set``); the tutor speaks at it
-    from the next session. Fields left out are kept.
+    from the next session. A plan must be one the calling key may grant (403
+    ``plan_not_allowed``). Fields left out are kept.
     """
     if not is_uuid(learner_id):
         raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}")
+    plan = grantable_plan(key, body.plan) if body.plan is not None else None
     try:
         learner = await ctx.store.update_learner(
             learner_id,
@@ -75,6 +122,7 @@ async def patch_learner(learner_id: str, body: LearnerPatch, key: ApiKey, ctx: C
             name=body.name,
             cefr_level=body.cefr_level,
             interests=body.interests,
+            plan=plan,
         )
     except NotFoundError:
         raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}") from None

@@ -59,7 +59,7 @@ async def owned_session(ctx: AppContext, key: ApiKeyInfo, session_id: str) -> Se
     "/sessions",
     status_code=201,
     response_model=SessionCreated,
-    responses=error_responses(401, 402, 404, 409, 413, 422, 429, 503),
+    responses=error_responses(401, 402, 403, 404, 409, 413, 422, 429, 503),
     summary="Start a session",
 )
 async def create_session(
@@ -73,8 +73,9 @@ async def create_session(
 
     Unknown persona or tier → 422; unknown learner → 404; a monthly quota of the tier used
     up → 402 ``quota_exceeded`` (``quota``, ``limit``, ``used``, ``upgrade_url``); all slots
-    busy → 429 with ``Retry-After``; a review session with no review item due → 409
-    ``nothing_due``; Daily without ``DAILY_API_KEY`` or Daily failing
+    busy → 429 with ``Retry-After``; a tier outside the learner's plan → 403
+    ``tier_not_entitled`` (``plan``, ``tiers``, ``upgrade_url``); a review session with no
+    review item due → 409 ``nothing_due``; Daily without ``DAILY_API_KEY`` or Daily failing
     (``transport_unavailable``), no session runtime, or a process that failed to start → 503.
     """
     persona = find_persona(body.persona)

@@ -55,6 +55,12 @@ class LearnerCreate(_Request):
         description="E.164 number identifying the learner on calls; unique.",
         examples=["+420601123456"],
     )
+    plan: Text | None = Field(
+        default=None,
+        max_length=32,
+        description="Plan (GET /api/v1/plans): the tiers and monthly limits the learner gets. "
+        "Only a plan the calling key may grant; default `VOXTUTOR_DEFAULT_PLAN` (free).",
+    )
 
 
 class LearnerOut(BaseModel):
@@ -67,6 +73,7 @@ class LearnerOut(BaseModel):
     interests: list[str]
     phone: str | None
     created_at: datetime
+    plan: str
 
     @classmethod
     def of(cls, info: LearnerInfo) -> LearnerOut:
@@ -79,6 +86,7 @@ class LearnerOut(BaseModel):
             interests=list(info.interests),
             phone=info.phone,
             created_at=info.created_at,
+            plan=info.plan,
         )
 
 
@@ -92,6 +100,20 @@ class LearnerPatch(_Request):
     interests: list[Annotated[Text, Field(max_length=100)]] | None = Field(
         default=None, max_length=20, description="Topics the tutor can talk about."
     )
+    plan: Text | None = Field(
+        default=None, max_length=32, description="A plan the calling key may grant."
+    )
+
+
+class PlanOut(BaseModel):
+    """A plan: the tiers its learners may use and their monthly limits over all of them."""
+
+    name: str
+    title: str
+    tiers: list[str]
+    sessions_per_month: int | None
+    tts_chars_per_month: int | None
+    grantable: bool = Field(description="Whether the calling key may put learners on it.")
 
 
 class LearnerProgress(BaseModel):

@@ -93,6 +93,14 @@ class Settings(BaseSettings):
             voice-to-voice was 2.5 s, two at once 3.5 and 4.8 s with a p95 of 10 s
             (``python -m bench.voice_to_voice --sessions N``, bench/README.md).
         session_idle_timeout_s: End a session after this many seconds without speech.
+        ops_public: Serve ``/metrics`` and ``/openapi.json`` without an API key, and the
+            ``/docs`` page at all (development). Off (production): both need a key, ``/docs``
+            is not served.
+        default_plan: The plan (``config/plans.yaml``) a learner gets when none is given.
+        max_learners_per_key: Learners one API key may create (403 ``learner_limit`` beyond).
+        session_tts_reserve_chars: TTS characters a session reserves of its learner's monthly
+            allowance when it starts (at most what is left); the session ends politely when
+            they are spoken. ~50,000 characters is about an hour of tutor speech.
         reports: Run the session report worker in the server (``runtime.report_jobs``); off
             where another process (``voxtutor reports work``) runs it.
         report_lease_s: How long a report job's claim holds before another worker may take
@@ -164,6 +172,10 @@ class Settings(BaseSettings):
         default_factory=lambda: max(1, (os.cpu_count() or 2) // 2), ge=1
     )
     session_idle_timeout_s: float = Field(default=300.0, gt=0)
+    ops_public: bool = False
+    default_plan: str = "free"
+    max_learners_per_key: int = Field(default=10000, ge=1)
+    session_tts_reserve_chars: int = Field(default=50_000, ge=100)
     reports: bool = True
     report_lease_s: float = Field(default=300.0, gt=0)
     report_poll_s: float = Field(default=5.0, gt=0)

@@ -23,7 +23,9 @@ from store.records import (
     ConflictError,
     LatencySummary,
     LearnerInfo,
+    LimitError,
     NotFoundError,
+    QuotaExceededError,
     SessionInfo,
     StoreError,
     TurnInfo,
@@ -36,7 +38,9 @@ __all__ = [
     "ConflictError",
     "LatencySummary",
     "LearnerInfo",
+    "LimitError",
     "NotFoundError",
+    "QuotaExceededError",
     "SessionInfo",
     "Store",
     "StoreError",
@@ -51,9 +55,9 @@ __all__ = [
 ]
 
 
-async def _create_key(url: str, name: str) -> tuple[ApiKeyInfo, str]:
+async def _create_key(url: str, name: str, plans: str) -> tuple[ApiKeyInfo, str]:
     async with await Store.open(url) as store:
-        return await store.create_api_key(name)
+        return await store.create_api_key(name, plans)
 
 
 async def _revoke_key(url: str, key_id_or_prefix: str) -> bool:
@@ -61,7 +65,7 @@ async def _revoke_key(url: str, key_id_or_prefix: str) -> bool:
         return await store.revoke_api_key(key_id_or_prefix)
 
 
-def create_api_key_sync(url: str, name: str) -> tuple[ApiKeyInfo, str]:
+def create_api_key_sync(url: str, name: str, plans: str = "free") -> tuple[ApiKeyInfo, str]:
     """Create an API key from synchronous code (``voxtutor keys create``).
 
     Opens the store (migrating it), creates the key and closes the store. Must not be called
@@ -70,6 +74,7 @@ def create_api_key_sync(url: str, name: str) -> tuple[ApiKeyInfo, str]:
     Args:
         url: Database URL.
         name: Human label of the key.
+        plans: The plans the key may put its learners on, comma-separated, or ``*``.
 
     Returns:
         The key's record and its plaintext (show it once; only its hash is stored).
@@ -78,7 +83,7 @@ def create_api_key_sync(url: str, name: str) -> tuple[ApiKeyInfo, str]:
         ValueError: If ``name`` is empty or the URL invalid.
         sqlalchemy.exc.SQLAlchemyError: If the database is unreachable.
     """
-    return asyncio.run(_create_key(url, name))
+    return asyncio.run(_create_key(url, name, plans))
 
 
 def revoke_api_key_sync(url: str, key_id_or_prefix: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, or_, select, update
+from sqlalchemy import CursorResult, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from store.base import (
@@ -18,7 +18,7 @@ from store.base import (
     secret_matches,
 )
 from store.models import CEFR_LEVELS, TARGET_LANGUAGES, ApiKey, Learner, LearnerLevel, utcnow
-from store.records import ApiKeyInfo, ConflictError, LearnerInfo, NotFoundError
+from store.records import ApiKeyInfo, ConflictError, LearnerInfo, LimitError, NotFoundError
 
 
 def non_empty(value: str, what: str) -> str:
@@ -38,11 +38,12 @@ class AccountStore(StoreBase):
 
     # -- API keys -------------------------------------------------------------------------
 
-    async def create_api_key(self, name: str) -> tuple[ApiKeyInfo, str]:
+    async def create_api_key(self, name: str, plans: str = "free") -> tuple[ApiKeyInfo, str]:
         """Create an API key; only its hash and 8-character prefix are stored.
 
         Args:
             name: Human label (e.g. the client's name).
+            plans: The plans the key may put its learners on, comma-separated, or ``*``.
 
         Returns:
             The key's record and its plaintext, which is shown once and cannot be recovered.
@@ -52,7 +53,10 @@ class AccountStore(StoreBase):
         """
         name = non_empty(name, "key name")
         plaintext = new_secret()
-        row = ApiKey(name=name, prefix=plaintext[:PREFIX_LEN], hash=hash_secret(plaintext))
+        plans = ",".join(p.strip() for p in plans.split(",") if p.strip()) or "free"
+        row = ApiKey(
+            name=name, prefix=plaintext[:PREFIX_LEN], hash=hash_secret(plaintext), plans=plans
+        )
         async with self._tx() as s:
             s.add(row)
         return key_info(row), plaintext
@@ -121,6 +125,8 @@ class AccountStore(StoreBase):
         cefr_level: str = "A2",
         interests: Iterable[str] = (),
         phone: str | None = None,
+        plan: str = "free",
+        max_per_key: int | None = None,
     ) -> LearnerInfo:
         """Create a learner owned by an API key.
 
@@ -131,8 +137,12 @@ class AccountStore(StoreBase):
             cefr_level: ``A1`` … ``C2`` (case-insensitive).
             interests: Topics for conversation.
             phone: Phone number identifying the learner on calls (unique; blank → ``None``).
+            plan: The learner's plan (``config/plans.yaml``; the caller checks the key may
+                grant it).
+            max_per_key: Refuse when the key already has this many learners.
 
         Raises:
+            LimitError: the key has ``max_per_key`` learners already.
             ValueError: If a field is invalid.
             NotFoundError: If the owner key does not exist.
             ConflictError: If the phone number belongs to another learner.
@@ -152,11 +162,25 @@ class AccountStore(StoreBase):
             cefr_level=level,
             interests=topics,
             phone=phone,
+            plan=plan,
         )
         try:
             async with self._tx() as s:
-                if await s.get(ApiKey, owner_key_id) is None:
+                key = await s.get(ApiKey, owner_key_id)
+                if key is None:
                     raise NotFoundError(f"no API key {owner_key_id!r}")
+                if max_per_key is not None:
+                    # The key's row lock (the UPDATE) makes concurrent creations take turns.
+                    await s.execute(
+                        update(ApiKey).where(ApiKey.id == owner_key_id).values(plans=ApiKey.plans)
+                    )
+                    have = await s.scalar(
+                        select(func.count())
+                        .select_from(Learner)
+                        .where(Learner.owner_key_id == owner_key_id)
+                    )
+                    if int(have or 0) >= max_per_key:
+                        raise LimitError(f"this key has {have} learners, its limit")
                 s.add(row)
                 await s.flush()
                 s.add(LearnerLevel(learner_id=row.id, cefr_level=level, source="created"))

@@ -47,6 +47,7 @@ def key_info(row: ApiKey) -> ApiKeyInfo:
         prefix=row.prefix,
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+        plans=row.plans,
     )
 
 
@@ -61,6 +62,7 @@ def learner_info(row: Learner) -> LearnerInfo:
         interests=tuple(row.interests or ()),
         phone=row.phone,
         created_at=row.created_at,
+        plan=row.plan,
     )
 
 

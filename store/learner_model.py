@@ -164,8 +164,11 @@ class LearnerModelStore(StoreBase):
         name: str | None = None,
         cefr_level: str | None = None,
         interests: Iterable[str] | None = None,
+        plan: str | None = None,
     ) -> LearnerInfo:
-        """Set a learner's name, level (recorded in the level history) or interests.
+        """Set a learner's name, level (recorded in the level history), interests or plan.
+
+        The caller checks that the plan exists and that the key may grant it.
 
         Raises:
             ValueError: an empty name or an unknown level.
@@ -181,6 +184,8 @@ class LearnerModelStore(StoreBase):
                 row.name = name.strip()
             if interests is not None:
                 row.interests = [t.strip() for t in interests if t.strip()]
+            if plan is not None:
+                row.plan = plan
             if cefr_level is not None:
                 level = cefr_level.strip().upper()
                 if level not in CEFR_LEVELS:

@@ -5,8 +5,8 @@ The schema is portable between SQLite and PostgreSQL (``String``, ``Integer``, `
 Python; SQLite stores it as naive UTC text and :class:`UTCDateTime` re-attaches the zone.
 
 The Alembic migrations (``store/migrations/versions/``: ``0001_initial.py``, then
-``0002_session_events.py``, ``0003_assessments.py``, ``0004_learner_memory.py``) create exactly
-these tables; a change here needs a new migration.
+``0002_session_events.py``, ``0003_assessments.py``, ``0004_learner_memory.py``,
+``0005_plans.py``) create exactly these tables; a change here needs a new migration.
 """
 
 from __future__ import annotations
@@ -107,7 +107,11 @@ class Base(DeclarativeBase):
 
 
 class ApiKey(Base):
-    """An API key; only its SHA-256 hash and an 8-character display prefix are stored."""
+    """An API key; only its SHA-256 hash and an 8-character display prefix are stored.
+
+    ``plans``: the plans (``config/plans.yaml``) the key may put its learners on,
+    comma-separated, or ``*`` for all (keys made before plans existed).
+    """
 
     __tablename__ = "api_keys"
 
@@ -117,10 +121,16 @@ class ApiKey(Base):
     hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    plans: Mapped[str] = mapped_column(String(500), default="free")
 
 
 class Learner(Base):
-    """A learner, owned by the API key that created it."""
+    """A learner, owned by the API key that created it.
+
+    ``plan`` says which tiers and monthly limits they get; ``quota_version`` is bumped by every
+    session start, which makes starts for one learner take turns (the row lock) so their quota
+    reservations cannot race.
+    """
 
     __tablename__ = "learners"
     __table_args__ = (
@@ -135,10 +145,16 @@ class Learner(Base):
     interests: Mapped[list[str]] = mapped_column(JSON, default=list)
     phone: Mapped[str | None] = mapped_column(String(32), unique=True, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    plan: Mapped[str] = mapped_column(String(32), default="free")
+    quota_version: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class TutorSession(Base):
-    """One tutoring session (a call or a browser conversation)."""
+    """One tutoring session (a call or a browser conversation).
+
+    ``tts_reserved``: the TTS characters the session was granted at its start (of the
+    learner's monthly allowance); a live session counts with it, an ended one with its usage.
+    """
 
     __tablename__ = "sessions"
     __table_args__ = (
@@ -161,6 +177,7 @@ class TutorSession(Base):
     end_reason: Mapped[str | None] = mapped_column(String(200), default=None)
     token_hash: Mapped[str] = mapped_column(String(64))
     mode: Mapped[str] = mapped_column(String(16), default="conversation")
+    tts_reserved: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class Turn(Base):

@@ -23,6 +23,25 @@ class ConflictError(StoreError):
     """A write would break a uniqueness rule (e.g. a phone number already in use)."""
 
 
+class LimitError(StoreError):
+    """A write would go over a limit (learners per key)."""
+
+
+class QuotaExceededError(StoreError):
+    """A session start would go over a monthly quota.
+
+    Attributes:
+        quota: ``sessions_per_month`` or ``tts_chars_per_month``.
+        scope: ``plan`` (over every tier) or ``tier``.
+        limit: The quota.
+        used: What the learner has used (and reserved) of it this month.
+    """
+
+    def __init__(self, quota: str, scope: str, limit: int, used: int):
+        super().__init__(f"{quota} of the {scope}: {used} of {limit} used")
+        self.quota, self.scope, self.limit, self.used = quota, scope, limit, used
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKeyInfo:
     """An API key, without its secret.
@@ -33,6 +52,7 @@ class ApiKeyInfo:
         prefix: The first 8 characters of the plaintext key, for display and revocation.
         created_at: Creation time (UTC).
         revoked_at: Revocation time (UTC), ``None`` while the key is active.
+        plans: The plans the key may put its learners on, comma-separated, or ``*``.
     """
 
     id: str
@@ -40,6 +60,7 @@ class ApiKeyInfo:
     prefix: str
     created_at: datetime
     revoked_at: datetime | None = None
+    plans: str = "free"
 
     @property
     def active(self) -> bool:
@@ -60,6 +81,7 @@ class LearnerInfo:
         interests: Topics the tutor can talk about.
         phone: Phone number (E.164 recommended) that identifies the learner on calls.
         created_at: Creation time (UTC).
+        plan: The learner's plan (``config/plans.yaml``): tiers and monthly limits.
     """
 
     id: str
@@ -70,6 +92,7 @@ class LearnerInfo:
     interests: tuple[str, ...]
     phone: str | None
     created_at: datetime
+    plan: str = "free"
 
 
 @dataclass(frozen=True, slots=True)

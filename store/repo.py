@@ -8,22 +8,20 @@ from sqlalchemy import CursorResult, func, literal, select, update
 
 from store.accounts import AccountStore, non_empty
 from store.assessments import AssessmentStore
-from store.base import hash_secret, new_secret, secret_matches, session_info
+from store.base import secret_matches, session_info
 from store.db import create_engine, migrate_engine
 from store.events import EventStore
 from store.learner_model import LearnerModelStore
 from store.models import (
     LIVE_STATUSES,
-    SESSION_MODES,
     SESSION_STATUSES,
     TERMINAL_STATUSES,
-    Learner,
     SessionReport,
     TutorSession,
     UTCDateTime,
     utcnow,
 )
-from store.quotas import QuotaStore
+from store.quotas import Limits, QuotaStore
 from store.records import NotFoundError, SessionInfo
 from store.reports import ReportStore
 from store.reviews import ReviewStore
@@ -115,25 +113,10 @@ class Store(
         persona = non_empty(persona, "persona")
         tier = non_empty(tier, "tier")
         transport = non_empty(transport, "transport")
-        if mode not in SESSION_MODES:
-            raise ValueError(f"mode must be one of {SESSION_MODES}, got {mode!r}")
-        token = new_secret()
-        row = TutorSession(
-            learner_id=learner_id,
-            owner_key_id=owner_key_id,
-            persona=persona,
-            tier=tier,
-            transport=transport,
-            status="starting",
-            token_hash=hash_secret(token),
-            mode=mode,
+        info, token, _ = await self.reserve_session(
+            learner_id, owner_key_id, persona, tier, transport, Limits(), mode
         )
-        async with self._tx() as s:
-            learner = await s.get(Learner, learner_id)
-            if learner is None or learner.owner_key_id != owner_key_id:
-                raise NotFoundError(f"no learner {learner_id!r} for this key")
-            s.add(row)
-        return session_info(row), token
+        return info, token
 
     async def check_session_token(self, session_id: str, token: str) -> bool:
         """Whether ``token`` is the session's browser token (constant-time comparison).

@@ -76,7 +76,7 @@ def seeded(tmp_path: Path, llm: str) -> dict[str, Any]:
         )
         yield Runtime(supervisor=sup, llm_base_url=llm)
 
-    cfg = Settings(home=tmp_path, database_url=url, max_body_bytes=16 * 1024)
+    cfg = Settings(home=tmp_path, database_url=url, max_body_bytes=16 * 1024, ops_public=True)
     seed["app"] = create_app(cfg, runtime=runtime)
     return seed
 

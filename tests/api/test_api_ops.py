@@ -30,7 +30,9 @@ from testkit.api_support import V1, Api, FakeSupervisor, no_runtime, running
 async def test_healthz_needs_no_auth_and_openapi_documents_the_api(lite: Api) -> None:
     r = await lite.client.get("/healthz")
     assert r.status_code == 200 and r.json() == {"status": "ok"}
-    spec = (await lite.client.get("/openapi.json")).json()
+    assert (await lite.client.get("/openapi.json")).status_code == 401  # a key, by default
+    assert (await lite.client.get("/docs")).status_code == 404  # no docs page in production
+    spec = (await lite.client.get("/openapi.json", headers=lite.a)).json()
     assert spec["info"]["title"] == "voxtutor" and spec["info"]["version"]
     assert "Authorization: Bearer" in spec["info"]["description"]
     paths = spec["paths"]
@@ -117,7 +119,8 @@ async def test_readyz_passes_with_db_and_llm_and_names_the_failed_check(
 
 
 async def test_metrics_expose_sessions_spawn_latency_ttfb_and_errors(api: Api) -> None:
-    text = (await api.client.get("/metrics")).text
+    assert (await api.client.get("/metrics")).status_code == 401
+    text = (await api.client.get("/metrics", headers=api.a)).text
     for name in (
         "voxtutor_active_sessions 0.0",
         "# TYPE voxtutor_spawn_to_ready_seconds histogram",
@@ -138,7 +141,7 @@ async def test_metrics_expose_sessions_spawn_latency_ttfb_and_errors(api: Api) -
     assert api.metric('voxtutor_ttfb_seconds_sum{service="tts"} ') == pytest.approx(0.08)
     r = await api.client.delete(f"{V1}/sessions/{s['session_id']}", headers=api.a)
     assert r.status_code == 202
-    r = await api.client.get("/metrics")
+    r = await api.client.get("/metrics", headers=api.b)
     assert "voxtutor_active_sessions 0.0" in r.text
     assert r.headers["content-type"].startswith("text/plain")
 
@@ -239,3 +242,24 @@ def test_cli_serve_runs_uvicorn_with_the_app_factory(
     monkeypatch.setattr(server, "configure_logging", logging_configured.append)
     assert isinstance(server.create_app_from_env(), FastAPI)
     assert logging_configured[0].port == 8123
+
+
+async def test_every_response_carries_the_security_headers(lite: Api) -> None:
+    for path in ("/", "/app.js", "/healthz", "/api/v1/personas"):
+        r = await lite.client.get(path, headers=lite.a)
+        assert r.status_code == 200, path
+        csp = r.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["referrer-policy"] == "no-referrer"
+
+
+async def test_ops_public_serves_the_docs_and_metrics_without_a_key(tmp_path: Path) -> None:
+    from testkit.api_support import make_api
+
+    async for api in make_api(
+        f"sqlite+aiosqlite:///{tmp_path / 'o.db'}", tmp_path, ops_public=True
+    ):
+        assert (await api.client.get("/docs")).status_code == 200
+        assert (await api.client.get("/openapi.json")).status_code == 200
+        assert (await api.client.get("/metrics")).status_code == 200

@@ -91,8 +91,11 @@ async def test_twelve_simultaneous_starts_with_four_slots_start_four_processes(
 
 
 async def german_session(api: Api) -> LaunchRequest:
-    """A launch of a new learner's German session on the local tier over WebRTC."""
-    learner = await api.store.get_learner(await api.learner(), api.key_a_id)
+    """A launch of a new learner's German session on the local tier over WebRTC.
+
+    The learner's plan (``dpe_live``) includes every tier, so a test may switch tiers.
+    """
+    learner = await api.store.get_learner(await api.learner(plan="dpe_live"), api.key_a_id)
     assert learner is not None
     return LaunchRequest(
         learner=learner,

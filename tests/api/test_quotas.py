@@ -11,15 +11,14 @@ from pipecat.processors.filters.identity_filter import IdentityFilter
 from pipecat.processors.frameworks.rtvi import RTVIServerMessageFrame
 from pipecat.workers.runner import WorkerRunner
 
-from api.errors import ApiError
-from api.quotas import check_quotas
+from api.quotas import quota_refusal
 from config.personas import load_persona
 from config.settings import Settings
-from config.tiers import Quotas, Tier, get_tier
+from config.tiers import get_tier
 from pipelines.quota import LIMIT_REACHED, SessionQuota
 from pipelines.session import build_session
-from store import Store
-from store.quotas import month_start
+from store import QuotaExceededError, Store
+from store.quotas import Limits, month_start
 from testkit.fakes import FakeLLM, FakeTTS, ScriptedTransport, user_says
 
 
@@ -34,11 +33,6 @@ async def _learner(store: Store) -> tuple[str, str]:
     key, _ = await store.create_api_key("quota test")
     learner = await store.create_learner(key.id, name="Jana", target_language="en", cefr_level="B1")
     return learner.id, key.id
-
-
-def _tier(**quotas) -> Tier:
-    base = get_tier("ground_school")
-    return base.model_copy(update={"quotas": Quotas(**quotas)})
 
 
 async def test_monthly_usage_counts_sessions_and_tts_characters_of_the_tier(store: Store) -> None:
@@ -75,23 +69,35 @@ def test_month_start_is_utc_midnight_on_the_first() -> None:
     )
 
 
+async def _reserve(
+    store: Store, learner_id: str, key_id: str, limits: Limits, tier: str = "ground_school"
+):
+    return await store.reserve_session(
+        learner_id, key_id, "aviation-examiner", tier, "webrtc", limits
+    )
+
+
 @pytest.mark.parametrize("limit", [1, 3])
 async def test_sessions_per_month_limit_minus_one_ok_limit_refused(
     store: Store, limit: int
 ) -> None:
     learner_id, key_id = await _learner(store)
-    tier = _tier(sessions_per_month=limit, exchanges_per_session=20)
+    limits = Limits(tier_sessions=limit)
     for _ in range(limit - 1):
-        await store.create_session(learner_id, key_id, "aviation-examiner", tier.name, "webrtc")
-    grant = await check_quotas(store, tier, learner_id, "/pricing")  # limit - 1 used: ok
-    assert grant.exchanges == 20 and grant.tts_characters is None
-    await store.create_session(learner_id, key_id, "aviation-examiner", tier.name, "webrtc")
-    with pytest.raises(ApiError) as refused:
-        await check_quotas(store, tier, learner_id, "/pricing")
+        await store.create_session(
+            learner_id, key_id, "aviation-examiner", "ground_school", "webrtc"
+        )
+    info, token, tts = await _reserve(store, learner_id, key_id, limits)  # limit - 1 used: ok
+    assert info.status == "starting" and token and tts is None
+    with pytest.raises(QuotaExceededError) as refused:
+        await _reserve(store, learner_id, key_id, limits)
     e = refused.value
-    assert (e.status, e.code) == (402, "quota_exceeded")
-    assert e.extra == {
+    assert (e.quota, e.scope, e.limit, e.used) == ("sessions_per_month", "tier", limit, limit)
+    api_error = quota_refusal(e, "/pricing")
+    assert (api_error.status, api_error.code) == (402, "quota_exceeded")
+    assert api_error.extra == {
         "quota": "sessions_per_month",
+        "scope": "tier",
         "limit": limit,
         "used": limit,
         "upgrade_url": "/pricing",
@@ -100,24 +106,49 @@ async def test_sessions_per_month_limit_minus_one_ok_limit_refused(
 
 async def test_tts_characters_per_month_boundary_and_what_is_left(store: Store) -> None:
     learner_id, key_id = await _learner(store)
-    tier = _tier(tts_chars_per_month=1000)
-    s, _ = await store.create_session(learner_id, key_id, "aviation-examiner", tier.name, "webrtc")
+    limits = Limits(tier_tts_chars=1000)
+    s, _, reserved = await _reserve(store, learner_id, key_id, limits)
+    assert reserved == 1000  # the whole month's allowance, while it runs
     await store.add_usage_event(s.id, "tts", "openai", "gpt-4o-mini-tts", "characters", 999)
-    grant = await check_quotas(store, tier, learner_id, "/up")
-    assert grant.tts_characters == 1
-    await store.add_usage_event(s.id, "tts", "openai", "gpt-4o-mini-tts", "characters", 1)
-    with pytest.raises(ApiError) as refused:
-        await check_quotas(store, tier, learner_id, "/up")
-    assert refused.value.extra["quota"] == "tts_chars_per_month"
-    assert refused.value.extra["used"] == 1000
+    with pytest.raises(QuotaExceededError):  # a second one at once: nothing left to reserve
+        await _reserve(store, learner_id, key_id, limits)
+    await store.set_session_status(s.id, "ended")  # the unused reservation is released
+    _, _, reserved = await _reserve(store, learner_id, key_id, limits)
+    assert reserved == 1
 
 
-async def test_local_tier_is_unlimited(store: Store) -> None:
+async def test_plan_limits_count_every_tier(store: Store) -> None:
     learner_id, key_id = await _learner(store)
-    for _ in range(5):
-        await store.create_session(learner_id, key_id, "german-tutor", "local", "webrtc")
-    grant = await check_quotas(store, get_tier("local"), learner_id, "/pricing")
-    assert grant.exchanges is None and grant.tts_characters is None
+    limits = Limits(plan_sessions=2)
+    await _reserve(store, learner_id, key_id, limits, tier="local")
+    await _reserve(store, learner_id, key_id, limits, tier="ground_school")
+    with pytest.raises(QuotaExceededError) as refused:
+        await _reserve(store, learner_id, key_id, limits, tier="dpe_live")
+    assert (refused.value.scope, refused.value.used) == ("plan", 2)
+
+
+async def test_twenty_concurrent_starts_share_the_tts_allowance(store: Store) -> None:
+    learner_id, key_id = await _learner(store)
+    limits = Limits(plan_tts_chars=100_000, session_tts_chars=30_000)
+    results = await asyncio.gather(
+        *(_reserve(store, learner_id, key_id, limits) for _ in range(20)), return_exceptions=True
+    )
+    started = [r for r in results if isinstance(r, tuple)]
+    refused = [r for r in results if isinstance(r, QuotaExceededError)]
+    assert len(started) + len(refused) == 20, [r for r in results if isinstance(r, Exception)]
+    # Reservations add up to the allowance, never more: 30k + 30k + 30k + the 10k left.
+    assert sorted(r[2] for r in started) == [10_000, 30_000, 30_000, 30_000]
+    assert all(e.quota == "tts_chars_per_month" for e in refused)
+
+
+async def test_twenty_concurrent_starts_never_pass_the_session_quota(store: Store) -> None:
+    learner_id, key_id = await _learner(store)
+    limits = Limits(plan_sessions=5)
+    results = await asyncio.gather(
+        *(_reserve(store, learner_id, key_id, limits) for _ in range(20)), return_exceptions=True
+    )
+    assert sum(isinstance(r, tuple) for r in results) == 5
+    assert sum(isinstance(r, QuotaExceededError) for r in results) == 15
 
 
 REPLY = "Gut gemacht. Was machst du am Wochenende?"
@@ -226,7 +257,8 @@ async def test_api_refuses_the_session_over_the_monthly_limit_with_402(
 
     monkeypatch.setenv("OPENAI_API_KEY", "test-openai")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-anthropic")
-    learner_id = await api.learner(target_language="en")
+    # A plan without a session limit: the tier's own limit is the one reached.
+    learner_id = await api.learner(target_language="en", plan="dpe_live")
     limit = get_tier("ground_school").quotas.sessions_per_month
     for _ in range(limit - 1):
         await api.store.create_session(
@@ -241,13 +273,14 @@ async def test_api_refuses_the_session_over_the_monthly_limit_with_402(
     ok = await api.client.post(f"{V1}/sessions", json=body, headers=api.a)
     assert ok.status_code == 201, ok.text  # the limit-th session of the month
     spec = api.sup.calls[-1][1]
-    assert (spec.exchange_limit, spec.tts_chars_left) == (20, 200_000)
+    assert (spec.exchange_limit, spec.tts_chars_left) == (20, 50_000)  # the session's share
     refused = await api.client.post(f"{V1}/sessions", json=body, headers=api.a)
     assert refused.status_code == 402, refused.text
     assert refused.json() == {
         "error": "quota_exceeded",
         "message": f"the tier's sessions quota is used up ({limit} of {limit} this month)",
         "quota": "sessions_per_month",
+        "scope": "tier",
         "limit": limit,
         "used": limit,
         "upgrade_url": "/pricing",

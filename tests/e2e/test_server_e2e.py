@@ -84,7 +84,7 @@ async def test_server_runs_a_webrtc_session_from_the_api(tmp_path, librivox):
             assert detail["status"] == "active"
             assert detail["latency"]["turns"] >= 1
 
-            metrics = (await http.get("/metrics")).text
+            metrics = (await http.get("/metrics", headers=headers)).text
             assert "voxtutor_voice_to_voice_seconds_count 1" in metrics
             assert "voxtutor_active_sessions 1" in metrics
 

@@ -32,10 +32,10 @@ def _learner_fk(table: str) -> sa.ForeignKeyConstraint:
 
 def upgrade() -> None:
     """Add ``sessions.mode`` and create the four tables with their indexes."""
-    with op.batch_alter_table("sessions") as batch:
-        batch.add_column(
-            sa.Column("mode", sa.String(length=16), nullable=False, server_default="conversation")
-        )
+    op.add_column(
+        "sessions",
+        sa.Column("mode", sa.String(length=16), nullable=False, server_default="conversation"),
+    )
     op.create_table(
         "learner_levels",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -131,5 +131,4 @@ def downgrade() -> None:
     op.drop_table("review_logs")
     op.drop_table("review_items")
     op.drop_table("learner_levels")
-    with op.batch_alter_table("sessions") as batch:
-        batch.drop_column("mode")
+    op.drop_column("sessions", "mode")
