@@ -32,7 +32,12 @@ def grantable_plan(key: ApiKeyInfo, plan: str) -> str:
     return plan
 
 
-@router.get("/plans", response_model=list[PlanOut], summary="The plans")
+@router.get(
+    "/plans",
+    response_model=list[PlanOut],
+    responses=error_responses(401),
+    summary="The plans",
+)
 async def plans(key: ApiKey) -> list[PlanOut]:
     """Every plan with its tiers and monthly limits, and whether the calling key may grant it."""
     return [

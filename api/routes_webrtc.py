@@ -14,6 +14,7 @@ from loguru import logger
 
 from api.deps import AppContext, Ctx, SessionByToken
 from api.errors import ApiError, error_responses
+from api.ice import candidate_address, candidate_allowed, filter_offer
 from api.runtime import Supervisor
 from api.schemas import IceAccepted, IcePatch, SdpAnswer, SdpOffer
 from runtime.protocol import SessionNotRunningError, SessionRequestError
@@ -47,8 +48,11 @@ async def offer(body: SdpOffer, session: SessionByToken, ctx: Ctx) -> SdpAnswer:
     """
     supervisor = _live_supervisor(ctx, session)
     log = logger.bind(session_id=session.id)
+    sdp, dropped = filter_offer(body.sdp, ctx.settings.webrtc_private_candidates)
+    if dropped:
+        log.info("offer: {} candidate(s) left out (not public addresses)", dropped)
     request: dict[str, Any] = {
-        "sdp": body.sdp,
+        "sdp": sdp,
         "type": body.type,
         "pc_id": body.pc_id,
         "restart_pc": bool(body.restart_pc),
@@ -72,7 +76,21 @@ async def offer(body: SdpOffer, session: SessionByToken, ctx: Ctx) -> SdpAnswer:
     summary="Trickle ICE candidates",
 )
 async def ice(body: IcePatch, session: SessionByToken, ctx: Ctx) -> IceAccepted:
-    """Forward ICE candidates to the session process (same errors as the offer)."""
+    """Forward ICE candidates to the session process (same errors as the offer).
+
+    A candidate that is not a public address (loopback, private, link-local, a hostname) is
+    refused with 422 ``candidate_refused`` unless ``VOXTUTOR_WEBRTC_PRIVATE_CANDIDATES`` is
+    set; an empty one (end of candidates) passes.
+    """
+    allow = ctx.settings.webrtc_private_candidates
+    for c in body.candidates:
+        if c.candidate.strip() and not candidate_allowed(c.candidate, allow):
+            raise ApiError(
+                422,
+                "candidate_refused",
+                f"ICE candidate refused: {candidate_address(c.candidate) or 'malformed'} is "
+                "not a public address",
+            )
     supervisor = _live_supervisor(ctx, session)
     try:
         await supervisor.ice(session.id, body.model_dump())

@@ -310,7 +310,7 @@ class SessionEnding(BaseModel):
 class SdpOffer(_Request):
     """The browser's SDP offer (Pipecat SmallWebRTC client)."""
 
-    sdp: Text = Field(min_length=1)
+    sdp: Text = Field(min_length=1, max_length=20_000, description="At most 20,000 characters.")
     type: Literal["offer"]
     pc_id: Text | None = Field(default=None, max_length=200)
     restart_pc: bool | None = None
@@ -342,7 +342,7 @@ class IcePatch(_Request):
     """Trickled ICE candidates for a peer connection."""
 
     pc_id: Text = Field(min_length=1, max_length=200)
-    candidates: list[IceCandidate] = Field(max_length=100)
+    candidates: list[IceCandidate] = Field(max_length=20)
 
 
 class IceAccepted(BaseModel):

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
             voice-to-voice was 2.5 s, two at once 3.5 and 4.8 s with a p95 of 10 s
             (``python -m bench.voice_to_voice --sessions N``, bench/README.md).
         session_idle_timeout_s: End a session after this many seconds without speech.
+        webrtc_private_candidates: Let browsers' ICE candidates point a session's media at
+            loopback, private and link-local addresses (a LAN deployment, a browser on the
+            same machine, tests). Off: only public addresses (:mod:`api.ice`).
         ops_public: Serve ``/metrics`` and ``/openapi.json`` without an API key, and the
             ``/docs`` page at all (development). Off (production): both need a key, ``/docs``
             is not served.
@@ -173,6 +176,7 @@ class Settings(BaseSettings):
     )
     session_idle_timeout_s: float = Field(default=300.0, gt=0)
     ops_public: bool = False
+    webrtc_private_candidates: bool = False
     default_plan: str = "free"
     max_learners_per_key: int = Field(default=10000, ge=1)
     session_tts_reserve_chars: int = Field(default=50_000, ge=100)

@@ -1,4 +1,7 @@
-"""Entry point of one session process: ``python -m runtime.session_process '<SessionSpec JSON>'``.
+"""Entry point of one session process: ``python -m runtime.session_process --stdin``.
+
+The server writes ``{"op": "start", "spec": {...}}`` as the first line on stdin (a spec on
+the command line, ``'<SessionSpec JSON>'``, is still read, for running one by hand).
 
 With ``--spare=local`` (or ``cloud``, ``phone``) instead of a spec, the process does the imports
 (for ``local`` also loads the local tier's Whisper and Piper; ``phone`` leaves out the browser
@@ -37,6 +40,11 @@ if TYPE_CHECKING:
     from transports.phone import PhoneEndpoint
 
 
+MAX_LINE_BYTES = 16 * 1024 * 1024
+"""Longest control line read (as ``runtime.supervisor.MAX_LINE_BYTES``); longer ones are
+dropped with a warning, and the next line is read."""
+
+
 class _Channel:
     """JSON lines on stdin/stdout (stdout carries nothing else: logs go to stderr)."""
 
@@ -52,16 +60,22 @@ class _Channel:
         """Return the next request, or ``None`` once stdin is closed."""
         if self._reader is None:
             loop = asyncio.get_running_loop()
-            self._reader = asyncio.StreamReader()
+            self._reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
             protocol = asyncio.StreamReaderProtocol(self._reader)
             await loop.connect_read_pipe(lambda: protocol, sys.stdin)
-        while line := await self._reader.readline():
+        while True:
+            try:
+                line = await self._reader.readline()
+            except ValueError:  # over MAX_LINE_BYTES: dropped, the channel reads on
+                logger.warning(f"ignoring a control line over {MAX_LINE_BYTES} bytes")
+                continue
+            if not line:
+                return None
             try:
                 request: dict[str, Any] = json.loads(line)
                 return request
             except json.JSONDecodeError:
                 logger.warning(f"ignoring a malformed control line: {line[:80]!r}")
-        return None
 
     async def requests(self) -> Any:
         while (request := await self.next()) is not None:
@@ -106,6 +120,17 @@ async def run_spare(kind: str = "local") -> int:
     request = await channel.next()
     if request is None or request.get("op") != "start":
         return 0  # the server went away or retired the spare
+    spec = SessionSpec(**request["spec"])
+    logger.configure(extra={"session_id": spec.session_id})
+    return await run(spec, channel)
+
+
+async def run_from_stdin() -> int:
+    """Read ``{"op": "start", "spec": {...}}`` from stdin, then run that session."""
+    channel = _Channel()
+    request = await channel.next()
+    if request is None or request.get("op") != "start":
+        return 0
     spec = SessionSpec(**request["spec"])
     logger.configure(extra={"session_id": spec.session_id})
     return await run(spec, channel)
@@ -459,13 +484,19 @@ def main(argv: list[str] | None = None) -> int:
     Logs go to stderr.
     """
     args = sys.argv[1:] if argv is None else argv
-    spare_flags = ("--spare", "--spare=local", "--spare=cloud", "--spare=phone")
+    spare_flags = ("--spare", "--spare=local", "--spare=cloud", "--spare=phone", "--stdin")
     if len(args) != 1 or (args[0].startswith("-") and args[0] not in spare_flags):
-        usage = "usage: python -m runtime.session_process ('<SessionSpec JSON>' | --spare[=KIND])"
+        usage = (
+            "usage: python -m runtime.session_process "
+            "('<SessionSpec JSON>' | --stdin | --spare[=KIND])"
+        )
         print(usage, file=sys.stderr)
         return 2
     logger.remove()
     logger.add(sys.stderr, level="INFO", format="{time} {level} [{extra[session_id]}] {message}")
+    if args[0] == "--stdin":  # the server's way: the spec is the first line on stdin
+        logger.configure(extra={"session_id": "starting"})
+        return asyncio.run(run_from_stdin())
     if args[0].startswith("--spare"):
         kind = args[0].partition("=")[2] or "local"
         logger.configure(extra={"session_id": f"spare-{kind}"})

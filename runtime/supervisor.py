@@ -26,12 +26,16 @@ from loguru import logger
 
 from contracts.session_spec import SessionSpec
 from runtime.protocol import CapacityError, SessionNotRunningError, SessionRequestError
+from runtime.session_env import session_env
 from runtime.store_relay import RELAYED_CALLS
 from store import Store
 
 READY_TIMEOUT_S = 90.0
 """Longest wait for a new process to load its models and report ready, seconds."""
 REQUEST_TIMEOUT_S = 30.0
+MAX_LINE_BYTES = 16 * 1024 * 1024
+"""Longest control-channel line either side reads (16 MiB; a turn or an SDP is far less). A
+session process that writes a longer one is ended, and its slot freed."""
 """Longest wait for a process to answer a relayed request (SDP offer, ICE), seconds."""
 END_GRACE_S = 20.0
 """After an ``end`` request, seconds allowed for the goodbye before the process is killed."""
@@ -207,7 +211,11 @@ class SessionSupervisor:
         else:
             if spare is not None:
                 await self._retire(spare)
-            proc = await self._start_process(json.dumps(spec.to_json()), spec.session_id)
+            # The spec goes on stdin, never on the command line (where `ps` shows it).
+            proc = await self._start_process("--stdin", spec.session_id, kind)
+            assert proc.stdin is not None
+            proc.stdin.write((json.dumps({"op": "start", "spec": spec.to_json()}) + "\n").encode())
+            await proc.stdin.drain()
         self.start_spare(kind)
         loop = asyncio.get_running_loop()
         child = _Child(spec, proc, t0, loop.create_future())
@@ -227,13 +235,17 @@ class SessionSupervisor:
             self.on_ready(took)
         await self.store.set_session_status(spec.session_id, "ready")
 
-    async def _start_process(self, arg: str, log_name: str) -> asyncio.subprocess.Process:
+    async def _start_process(
+        self, arg: str, log_name: str, kind: str
+    ) -> asyncio.subprocess.Process:
+        """Start ``python -m runtime.session_process ARG`` with ``kind``'s environment."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{log_name}.log", "ab")  # noqa: ASYNC230
         try:
             return await asyncio.create_subprocess_exec(
                 self.python, "-m", "runtime.session_process", arg,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
+                env=session_env(kind), limit=MAX_LINE_BYTES,
             )  # fmt: skip
         finally:
             log.close()
@@ -263,7 +275,7 @@ class SessionSupervisor:
 
     async def _make_spare(self, kind: str) -> None:
         name = f"spare-{kind}-{next(self._ids)}"
-        proc = await self._start_process(f"--spare={kind}", name)
+        proc = await self._start_process(f"--spare={kind}", name, kind)
         spare = _Spare(proc, self.log_dir / f"{name}.log")
         self._spare[kind] = spare
         assert proc.stdout is not None
@@ -288,7 +300,18 @@ class SessionSupervisor:
 
     async def _read(self, child: _Child) -> None:
         assert child.proc.stdout is not None
-        while line := await child.proc.stdout.readline():
+        while True:
+            try:
+                line = await child.proc.stdout.readline()
+            except ValueError:  # a line over MAX_LINE_BYTES: the channel can't be trusted
+                logger.error(
+                    f"session {child.spec.session_id}: control line over {MAX_LINE_BYTES} "
+                    "bytes; ending the session"
+                )
+                await self._kill(child)
+                return
+            if not line:
+                return
             try:
                 msg = json.loads(line)
             except json.JSONDecodeError:

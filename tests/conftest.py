@@ -21,6 +21,8 @@ os.environ.setdefault("VOXTUTOR_ASSESSMENT_SCORER", "false")
 # The API tests start many stand-in local sessions against fake LLMs; the local-server cap
 # has tests of its own (tests/api/test_launch.py), which set it explicitly.
 os.environ.setdefault("VOXTUTOR_MAX_LOCAL_SESSIONS", "64")
+# The tests' browsers and peers are on loopback (tests/api/test_webrtc_hardening.py turns it off).
+os.environ.setdefault("VOXTUTOR_WEBRTC_PRIVATE_CANDIDATES", "true")
 
 if TYPE_CHECKING:
     from testkit.api_support import Api

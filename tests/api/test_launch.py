@@ -24,11 +24,11 @@ from testkit.api_support import V1, Api, FakeSupervisor, running
 
 STAND_IN = """\
 #!{python}
-# Stands in for `python -m runtime.session_process SPEC`: notes its start, reports ready after
+# Stands in for `python -m runtime.session_process --stdin`: notes its start, reports ready after
 # 0.3 s, ends when stdin closes or an `end` request arrives.
 import json, sys, time
 with open({starts!r}, "a") as f:
-    f.write(json.loads(sys.argv[-1])["session_id"] + "\\n")
+    f.write(json.loads(sys.stdin.readline())["spec"]["session_id"] + "\\n")
 time.sleep(0.3)
 print(json.dumps({{"event": "ready"}}), flush=True)
 for line in sys.stdin:

@@ -219,7 +219,7 @@ async def test_webrtc_sessions_do_not_touch_daily(dapi: Api, daily: DailyFake) -
 
 STUB = """\
 import json, os, sys
-spec = json.loads(sys.argv[-1])
+spec = json.loads(sys.stdin.readline())["spec"]  # the server writes it first
 with open(os.path.join({out!r}, spec["session_id"] + ".json"), "w") as f:
     json.dump(spec, f)
 print(json.dumps({{"event": "ready"}}), flush=True)

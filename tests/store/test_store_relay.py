@@ -27,7 +27,7 @@ sys.path.insert(0, {root!r})
 from runtime.store_relay import StoreRelay
 from runtime.session_process import provider_switch_recorder
 
-spec = json.loads(sys.argv[-1])
+spec = json.loads(sys.stdin.readline())["spec"]  # the server writes it first
 sid, other = spec["session_id"], {other!r}
 
 
