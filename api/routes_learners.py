@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 
 from api.deps import ApiKey, Ctx, is_uuid
@@ -156,3 +158,45 @@ async def learner_progress(learner_id: str, key: ApiKey, ctx: Ctx) -> LearnerPro
         raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}") from None
     due = await ctx.store.due_review_items(learner_id, limit=10)
     return LearnerProgress(**model, due_items=[d.to_dict() for d in due])
+
+
+@router.get(
+    "/learners/{learner_id}/export",
+    responses=error_responses(401, 404, 422),
+    summary="Everything stored about a learner",
+)
+async def export_learner(learner_id: str, key: ApiKey, ctx: Ctx) -> dict[str, Any]:
+    """Everything stored about the learner, as one JSON document.
+
+    The learner, their level history, every session (turns, mistakes, ACS grades, events,
+    usage, report) and their review items with every rating.
+    """
+    if not is_uuid(learner_id):
+        raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}")
+    try:
+        return await ctx.store.export_learner(learner_id, key.id)
+    except NotFoundError:
+        raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}") from None
+
+
+@router.delete(
+    "/learners/{learner_id}",
+    status_code=204,
+    responses=error_responses(401, 404, 409, 422),
+    summary="Erase a learner",
+)
+async def erase_learner(learner_id: str, key: ApiKey, ctx: Ctx) -> Response:
+    """Erase the learner and everything about them (``store.erasure``).
+
+    Their sessions' usage stays, without content, as anonymous totals for billing. 409
+    ``learner_in_session`` while a session of theirs is live.
+    """
+    if not is_uuid(learner_id):
+        raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}")
+    try:
+        await ctx.store.erase_learner(learner_id, key.id)
+    except NotFoundError:
+        raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}") from None
+    except ConflictError as e:
+        raise ApiError(409, "learner_in_session", str(e)) from None
+    return Response(status_code=204)

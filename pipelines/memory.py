@@ -310,7 +310,11 @@ def greeting(persona: Persona, memory: LearnerMemory | None) -> str:
 
 
 def persona_for(
-    persona: Persona, memory: LearnerMemory | None, opening: str | None = None
+    persona: Persona,
+    memory: LearnerMemory | None,
+    opening: str | None = None,
+    *,
+    with_record: bool = True,
 ) -> Persona:
     """``persona`` for this learner: the memory's instruction added, the greeting replaced.
 
@@ -318,8 +322,12 @@ def persona_for(
         persona: The packaged persona.
         memory: The learner's memory, or ``None`` (the persona unchanged but ``opening``).
         opening: The greeting to use instead of :func:`greeting`'s (a review session's).
+        with_record: The session's context carries the learner record
+            (:func:`memory_messages`); ``False`` (speech-to-speech) leaves the instruction out,
+            since it speaks of a record the model never gets.
     """
-    note = memory_instruction(persona, memory).replace("{", "{{").replace("}", "}}")
+    note = memory_instruction(persona, memory) if with_record else ""
+    note = note.replace("{", "{{").replace("}", "}}")
     update: dict[str, Any] = {"greeting": opening or greeting(persona, memory)}
     if note:
         update["system_prompt"] = f"{persona.system_prompt.rstrip()}\n\n{note}"

@@ -168,14 +168,15 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     # Writes go to the server, which stores them (runtime.store_relay).
     store = StoreRelay(channel.send)
     drill = review_drill(spec, base_persona, memory, store) if spec.mode == "review" else None
-    persona = persona_for(
-        base_persona, memory, drill.opening(memory.name if memory else None) if drill else None
-    )
+    realtime = is_speech_to_speech(spec.tier)
+    opening = drill.opening(memory.name if memory else None) if drill else None
+    # A speech-to-speech model gets no learner record: no instruction about one either.
+    persona = persona_for(base_persona, memory, opening, with_record=not realtime)
     record = memory_messages(memory)
     # A speech-to-speech tier has no STT, LLM and TTS: runtime.realtime_process builds it.
     services = (
         None
-        if is_speech_to_speech(spec.tier)
+        if realtime
         else build_tier_services(
             spec.tier,
             persona,
@@ -213,9 +214,9 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     ):
         # The server warmed each persona at its default level; this session's level may
         # differ, and the server's cache may have let it go. Cheap when it is still there.
-        opening = opening_messages(persona, spec.cefr_level, record)
+        messages = opening_messages(persona, spec.cefr_level, record)
         warming = asyncio.create_task(
-            warm_persona_prompts(spec.llm_base_url, {spec.session_id: opening})
+            warm_persona_prompts(spec.llm_base_url, {spec.session_id: messages})
         )
         tasks.add(warming)
         warming.add_done_callback(tasks.discard)

@@ -177,7 +177,7 @@ class AccountStore(StoreBase):
                     have = await s.scalar(
                         select(func.count())
                         .select_from(Learner)
-                        .where(Learner.owner_key_id == owner_key_id)
+                        .where(Learner.owner_key_id == owner_key_id, Learner.erased.is_(False))
                     )
                     if int(have or 0) >= max_per_key:
                         raise LimitError(f"this key has {have} learners, its limit")
@@ -199,7 +199,11 @@ class AccountStore(StoreBase):
         """
         async with self._tx() as s:
             row = await s.get(Learner, learner_id)
-            if row is None or (owner_key_id is not None and row.owner_key_id != owner_key_id):
+            if (
+                row is None
+                or row.erased
+                or (owner_key_id is not None and row.owner_key_id != owner_key_id)
+            ):
                 return None
             return learner_info(row)
 
@@ -222,7 +226,7 @@ class AccountStore(StoreBase):
         async with self._tx() as s:
             rows = await s.scalars(
                 select(Learner)
-                .where(Learner.owner_key_id == owner_key_id)
+                .where(Learner.owner_key_id == owner_key_id, Learner.erased.is_(False))
                 .order_by(Learner.created_at, Learner.id)
             )
             return [learner_info(r) for r in rows]

@@ -199,9 +199,13 @@ class LearnerModelStore(StoreBase):
         """Learners whose id or name (case-insensitive) is ``name_or_id``, oldest first."""
         async with self._tx() as s:
             row = await s.get(Learner, name_or_id)
-            if row is not None:
+            if row is not None and not row.erased:
                 return [learner_info(row)]
-            rows = await s.scalars(select(Learner).order_by(Learner.created_at, Learner.id))
+            rows = await s.scalars(
+                select(Learner)
+                .where(Learner.erased.is_(False))
+                .order_by(Learner.created_at, Learner.id)
+            )
             wanted = name_or_id.strip().casefold()
             return [learner_info(r) for r in rows if r.name.casefold() == wanted]
 

@@ -129,7 +129,8 @@ class Learner(Base):
 
     ``plan`` says which tiers and monthly limits they get; ``quota_version`` is bumped by every
     session start, which makes starts for one learner take turns (the row lock) so their quota
-    reservations cannot race.
+    reservations cannot race. ``erased``: the key's one placeholder that holds the content-free
+    sessions of erased learners, so their usage still counts (``store.erasure``); never listed.
     """
 
     __tablename__ = "learners"
@@ -147,6 +148,7 @@ class Learner(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     plan: Mapped[str] = mapped_column(String(32), default="free")
     quota_version: Mapped[int] = mapped_column(Integer, default=0)
+    erased: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class TutorSession(Base):

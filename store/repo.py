@@ -10,6 +10,7 @@ from store.accounts import AccountStore, non_empty
 from store.assessments import AssessmentStore
 from store.base import secret_matches, session_info
 from store.db import create_engine, migrate_engine
+from store.erasure import ErasureStore
 from store.events import EventStore
 from store.learner_model import LearnerModelStore
 from store.models import (
@@ -39,6 +40,7 @@ class Store(
     ReviewStore,
     ReportStore,
     LearnerModelStore,
+    ErasureStore,
 ):
     """Async persistence of voxtutor: open with :meth:`open`, close with :meth:`close`.
 

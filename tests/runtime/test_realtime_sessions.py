@@ -162,7 +162,7 @@ async def test_realtime_session_from_the_api_greets_answers_and_says_goodbye(
     sqlite_url: str,
     tmp_path: Path,
 ) -> None:
-    _, key = await store.create_api_key("realtime")
+    _, key = await store.create_api_key("realtime", "*")
     settings = Settings(home=tmp_path, database_url=sqlite_url)
     app = create_app(
         settings, store=store, supervisor=supervisor, llm_base_url="http://127.0.0.1:9/v1"
@@ -170,7 +170,9 @@ async def test_realtime_session_from_the_api_greets_answers_and_says_goodbye(
     h = {"Authorization": f"Bearer {key}"}
     async with running(app) as http:
         r = await http.post(
-            f"{V1}/learners", json={"name": "Pat", "target_language": "en"}, headers=h
+            f"{V1}/learners",
+            json={"name": "Pat", "target_language": "en", "plan": "checkride_prep"},
+            headers=h,
         )
         body = {"persona": PERSONA.id, "tier": "realtime", "transport": "webrtc"}
         r = await http.post(

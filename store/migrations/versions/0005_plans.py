@@ -1,6 +1,6 @@
-"""Plans: a learner's plan, the plans an API key may grant, quota reservations.
+"""Plans and erasure: a learner's plan, the plans a key may grant, quota reservations, erased.
 
-Mirrors ``ApiKey.plans``, ``Learner.plan``, ``Learner.quota_version`` and
+Mirrors ``ApiKey.plans``, ``Learner.plan``, ``Learner.quota_version``, ``Learner.erased`` and
 ``TutorSession.tts_reserved``. Keys made before plans existed keep every tier (``*``);
 learners get ``free``.
 
@@ -22,7 +22,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    """Add the four columns."""
+    """Add the five columns."""
     op.add_column(
         "api_keys", sa.Column("plans", sa.String(length=500), nullable=False, server_default="*")
     )
@@ -32,12 +32,16 @@ def upgrade() -> None:
     op.add_column(
         "learners", sa.Column("quota_version", sa.Integer(), nullable=False, server_default="0")
     )
+    op.add_column(
+        "learners", sa.Column("erased", sa.Boolean(), nullable=False, server_default=sa.false())
+    )
     op.add_column("sessions", sa.Column("tts_reserved", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
-    """Drop the four columns."""
+    """Drop the five columns."""
     op.drop_column("sessions", "tts_reserved")
+    op.drop_column("learners", "erased")
     op.drop_column("learners", "quota_version")
     op.drop_column("learners", "plan")
     op.drop_column("api_keys", "plans")
