@@ -26,6 +26,7 @@ from sqlalchemy import text
 from api import routes_catalog, routes_learners, routes_sessions, routes_usage, routes_webrtc
 from api.deps import AppContext, require_api_key
 from api.errors import install_error_handlers
+from api.limits import ApiLimits
 from api.metrics import CONTENT_TYPE, Metrics
 from api.middleware import BodySizeLimitMiddleware, CatchAllMiddleware, SecurityHeadersMiddleware
 from api.routes_dialin import router as dialin_router
@@ -112,6 +113,7 @@ def create_app(
                 metrics=metrics,
                 supervisor=sup,
                 llm_base_url=(llm_base_url or rt.llm_base_url or None),
+                limits=ApiLimits(settings),
             )
             logger.info(
                 "voxtutor API up (store: {}, sessions: {})",

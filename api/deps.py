@@ -19,6 +19,7 @@ from fastapi import Depends, Path, Request, Security
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError
+from api.limits import ApiLimits
 from api.metrics import Metrics
 from api.runtime import SessionSlots, Supervisor
 from config.settings import Settings
@@ -39,6 +40,7 @@ class AppContext:
         supervisor: Runs session processes, or ``None`` when not configured.
         llm_base_url: The local tier's LLM server, or ``None``.
         slots: Session slots reserved by launches in progress (:mod:`api.launch`).
+        limits: Request and session-start rate limits (:mod:`api.limits`), or ``None``.
     """
 
     settings: Settings
@@ -47,6 +49,7 @@ class AppContext:
     supervisor: Supervisor | None
     llm_base_url: str | None
     slots: SessionSlots = field(default_factory=SessionSlots)
+    limits: ApiLimits | None = None
 
 
 def get_ctx(request: Request) -> AppContext:
@@ -104,10 +107,11 @@ async def require_api_key(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     header: Annotated[str | None, Security(_header)],
 ) -> ApiKeyInfo:
-    """Return the calling key.
+    """Return the calling key, counting the request against its rate limit.
 
     Raises:
-        ApiError: 401 if no key is given, or it is unknown or revoked.
+        ApiError: 401 if no key is given, or it is unknown or revoked; 429 ``rate_limited``
+            over the key's request rate (:mod:`api.limits`).
     """
     presented = bearer.credentials if bearer is not None else header
     if not presented:
@@ -120,6 +124,8 @@ async def require_api_key(
     key = await ctx.store.authenticate(presented) if SECRET_RE.match(presented) else None
     if key is None:
         raise ApiError(401, "unauthorized", "unknown or revoked API key", _CHALLENGE)
+    if ctx.limits is not None:
+        await ctx.limits.request(key.id)
     return key
 
 

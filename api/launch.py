@@ -47,8 +47,10 @@ class LaunchError(ApiError):
     LLM server serves ``max_local_sessions`` already), ``quota_exceeded`` (402 with ``quota``,
     ``limit``, ``used``, ``upgrade_url``), ``transport_unavailable`` (503: Daily failed) and
     ``session_start_failed`` (503: the process did not become ready), ``nothing_due``
-    (409: a review session with no review item due) and ``tier_not_entitled`` (403: the
-    learner's plan does not include the tier).
+    (409: a review session with no review item due), ``tier_not_entitled`` (403: the
+    learner's plan does not include the tier), ``rate_limited`` (429: the learner started too
+    many sessions lately) and ``key_at_capacity`` (429: the key's live sessions are at
+    ``VOXTUTOR_MAX_SESSIONS_PER_KEY``).
     """
 
     @classmethod
@@ -224,7 +226,13 @@ async def _start(ctx: AppContext, req: LaunchRequest, slot: SlotReservation) -> 
         tier_sessions=tier.quotas.sessions_per_month,
         tier_tts_chars=tier.quotas.tts_chars_per_month,
         session_tts_chars=ctx.settings.session_tts_reserve_chars,
+        key_sessions=ctx.settings.max_sessions_per_key,
     )
+    if ctx.limits is not None:
+        try:
+            await ctx.limits.session_start(learner.id)
+        except ApiError as e:
+            raise LaunchError.from_api_error(e) from None
     try:
         info, token, tts_left = await ctx.store.reserve_session(
             learner.id,
@@ -236,6 +244,13 @@ async def _start(ctx: AppContext, req: LaunchRequest, slot: SlotReservation) -> 
             req.mode,
         )
     except QuotaExceededError as e:
+        if e.quota == "concurrent_sessions":
+            raise LaunchError(
+                429,
+                "key_at_capacity",
+                f"this API key has {e.used} live sessions, its limit",
+                {"Retry-After": "30"},
+            ) from None
         raise LaunchError.from_api_error(quota_refusal(e, ctx.settings.upgrade_url)) from None
     sid, log = info.id, logger.bind(session_id=info.id)
     room = None
@@ -266,6 +281,7 @@ async def _start(ctx: AppContext, req: LaunchRequest, slot: SlotReservation) -> 
         daily_call_domain=req.daily_call_domain,
         mode=req.mode,
         memory=memory.to_json(),
+        max_duration_s=ctx.settings.max_session_minutes * 60,
     )
     started = time.monotonic()
     try:

@@ -184,6 +184,7 @@ async def relay(
     call_id: str,
     session_url: str,
     end_session: Callable[[str], Awaitable[None]],
+    hang_up: Callable[[], Awaitable[object]] | None = None,
 ) -> str:
     """Check the carrier's handshake, then relay both ways until either side ends.
 
@@ -195,6 +196,8 @@ async def relay(
         end_session: Awaited with a reason when the stream is refused (or the caller hangs
             up before it started), before the session's socket closes, so the session
             records why.
+        hang_up: Awaited when the session ended first, before the carrier's socket is
+            closed (the server's REST hang-up, :mod:`api.phone_hangup`).
 
     Returns:
         Why the relay ended (also logged by the caller).
@@ -217,7 +220,7 @@ async def relay(
         async with websockets.connect(session_url, open_timeout=5, max_size=None) as session:
             await session.send(hello)
             await session.send(start_text)
-            return await _pump(websocket, session, carrier, start, end_session)
+            return await _pump(websocket, session, carrier, start, end_session, hang_up)
     except (OSError, websockets.WebSocketException) as e:
         await end_session(f"the session's phone socket failed: {type(e).__name__}")
         await close(websocket, 1011, "the session is unavailable")
@@ -238,6 +241,7 @@ async def _pump(
     carrier: str,
     start: StreamStart,
     end_session: Callable[[str], Awaitable[None]],
+    hang_up: Callable[[], Awaitable[object]] | None = None,
 ) -> str:
     async def upstream() -> str:
         while True:
@@ -274,5 +278,8 @@ async def _pump(
         outcome = "caller hung up"
     # Either the session ended (the socket closing hangs the call up), or the caller did
     # (the session's socket closes as this returns, and the session ends: client disconnected).
+    if outcome == "session ended" and hang_up is not None:
+        with contextlib.suppress(Exception):  # the socket's close ends the call anyway
+            await hang_up()
     await close(websocket, 1000, outcome)
     return outcome

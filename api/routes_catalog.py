@@ -11,7 +11,7 @@ from api.schemas import PersonaOut, TierOut, TierQuotas
 from config.personas import PersonaError, list_personas, load_persona
 from config.tiers import load_tiers
 
-router = APIRouter(tags=["catalog"], responses=error_responses(500))
+router = APIRouter(tags=["catalog"], responses=error_responses(429, 500))
 
 
 @router.get(

@@ -12,7 +12,7 @@ from api.schemas import LearnerCreate, LearnerOut, LearnerPatch, LearnerProgress
 from config.plans import PlanError, get_plan, key_may_grant, load_plans
 from store import ApiKeyInfo, ConflictError, LimitError, NotFoundError
 
-router = APIRouter(tags=["learners"], responses=error_responses(500))
+router = APIRouter(tags=["learners"], responses=error_responses(429, 500))
 
 
 def grantable_plan(key: ApiKeyInfo, plan: str) -> str:

@@ -42,6 +42,7 @@ from api.phone_auth import (
     verify_twilio,
 )
 from api.phone_calls import Connect, IncomingCall, Menu, answer_call, end_session, phone_calls
+from api.phone_hangup import hang_up
 from api.phone_stream import close, relay
 from config.personas import LANGUAGE_NAMES, Persona
 
@@ -202,7 +203,14 @@ async def media_stream(websocket: WebSocket, carrier: Carrier, token: str) -> No
         await end_session(ctx, pending.session_id, reason)
 
     log.info("{} media stream connected", carrier.value)
-    outcome = await relay(websocket, carrier.value, pending.call_id, pending.phone_url, end)
+
+    async def rest_hang_up() -> None:
+        if await hang_up(carrier.value, pending.call_id, ctx.settings):
+            log.info("{} call hung up over REST", carrier.value)
+
+    outcome = await relay(
+        websocket, carrier.value, pending.call_id, pending.phone_url, end, rest_hang_up
+    )
     if outcome.startswith("refused"):
         ctx.metrics.error("bad_media_stream")
         log.warning("{} media stream {}", carrier.value, outcome)

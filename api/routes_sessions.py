@@ -36,7 +36,7 @@ from runtime.protocol import SessionNotRunningError
 from store import ApiKeyInfo, SessionInfo
 from transports.daily import DAILY_KEY_ENV, DailyRoom, create_session_room, daily_api_key
 
-router = APIRouter(tags=["sessions"], responses=error_responses(500))
+router = APIRouter(tags=["sessions"], responses=error_responses(429, 500))
 
 
 def _offer_url(request: Request, session_id: str) -> str:

@@ -22,7 +22,7 @@ from config.prices import METRICS, load_prices, usd
 from config.tiers import TierError, load_tiers
 from store.usage import GroupBy, UsageGroup, UsageItem, UsageReport, usage_window
 
-router = APIRouter(tags=["usage"], responses=error_responses(500))
+router = APIRouter(tags=["usage"], responses=error_responses(429, 500))
 
 
 class UsageItemOut(BaseModel):

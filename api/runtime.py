@@ -188,8 +188,9 @@ async def default_runtime(
     is deleted once its process has exited. Each persona's opening prompt is evaluated in the
     LLM server in the background (:func:`pipelines.local.warm_persona_prompts`), so that no
     session's first turn waits for it. A report worker (:mod:`runtime.report_jobs`) writes
-    each ended session's report unless ``settings.reports`` is off. Stops both services on
-    exit; the app shuts the supervisor.
+    each ended session's report unless ``settings.reports`` is off, and sessions of revoked
+    keys are ended (:mod:`runtime.housekeeping`). Stops both services on exit; the app shuts
+    the supervisor.
 
     Args:
         settings: Process settings.
@@ -201,6 +202,7 @@ async def default_runtime(
         services.llama_server.LLMServerError: the LLM server did not start.
     """
     from pipelines.local import local_llm, warm_persona_prompts
+    from runtime.housekeeping import watch_revocations
     from runtime.report_jobs import ReportWorker
     from runtime.supervisor import SessionSupervisor
     from transports.daily import release_session_room
@@ -228,10 +230,13 @@ async def default_runtime(
             if settings.reports
             else None
         )
+        revocations = asyncio.create_task(
+            watch_revocations(store, supervisor, settings.revocation_poll_s)
+        )
         try:
             yield Runtime(supervisor=supervisor, llm_base_url=base_url)
         finally:
-            for task in (warming, reports):
+            for task in (warming, reports, revocations):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

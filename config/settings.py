@@ -93,6 +93,16 @@ class Settings(BaseSettings):
             voice-to-voice was 2.5 s, two at once 3.5 and 4.8 s with a p95 of 10 s
             (``python -m bench.voice_to_voice --sessions N``, bench/README.md).
         session_idle_timeout_s: End a session after this many seconds without speech.
+        rate_limit_per_key: Requests one API key may make (``limits`` notation:
+            ``600/minute``); 429 ``rate_limited`` beyond.
+        session_starts_per_learner: Sessions one learner may start (``20/hour``).
+        max_sessions_per_key: Live sessions one API key may have at once (429
+            ``key_at_capacity`` beyond).
+        limits_url: Where the rate counters live: ``None`` in memory (one server process),
+            ``async+redis://host:6379`` to share them between processes.
+        max_session_minutes: The longest a session runs; then the tutor says goodbye.
+        revocation_poll_s: How often the server looks for sessions of revoked API keys (and
+            ends them), s.
         webrtc_private_candidates: Let browsers' ICE candidates point a session's media at
             loopback, private and link-local addresses (a LAN deployment, a browser on the
             same machine, tests). Off: only public addresses (:mod:`api.ice`).
@@ -176,6 +186,12 @@ class Settings(BaseSettings):
     )
     session_idle_timeout_s: float = Field(default=300.0, gt=0)
     ops_public: bool = False
+    rate_limit_per_key: str = "600/minute"
+    session_starts_per_learner: str = "20/hour"
+    max_sessions_per_key: int = Field(default=50, ge=1)
+    limits_url: str | None = None
+    max_session_minutes: float = Field(default=60.0, gt=0)
+    revocation_poll_s: float = Field(default=10.0, gt=0)
     webrtc_private_candidates: bool = False
     default_plan: str = "free"
     max_learners_per_key: int = Field(default=10000, ge=1)

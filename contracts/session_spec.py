@@ -39,6 +39,8 @@ class SessionSpec:
             ``None`` for a model in the session process; set by the supervisor.
         mode: ``conversation``, or ``review``: the tutor drills the due review items in
             ``memory`` (:mod:`pipelines.review`).
+        max_duration_s: The longest the session runs, s; then the tutor says goodbye
+            (``None``: no limit but the idle timeout).
         memory: What the store knows about the learner, bounded
             (:meth:`pipelines.memory.LearnerMemory.to_json`), or ``None`` for none.
     """
@@ -60,6 +62,7 @@ class SessionSpec:
     turn_url: str | None = None
     mode: str = "conversation"
     memory: dict[str, Any] | None = None
+    max_duration_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the spec as a JSON-ready dict (passed to the process as an argument)."""

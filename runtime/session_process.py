@@ -289,6 +289,15 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
         async def _connected(_t: Any, _c: Any) -> None:
             await session.greet()
             release_freed_heap()
+            if spec.max_duration_s:
+                limit = asyncio.create_task(_end_at_max_length(spec.max_duration_s))
+                tasks.add(limit)
+                limit.add_done_callback(tasks.discard)
+
+        async def _end_at_max_length(seconds: float) -> None:
+            await asyncio.sleep(seconds)
+            session_box.setdefault("end_reason", "maximum session length reached")
+            await session.say_goodbye(persona.farewell_text)
 
         @session.worker.event_handler("on_idle_timeout")
         async def _idle(_w: Any) -> None:

@@ -17,7 +17,16 @@ from store.base import (
     new_secret,
     secret_matches,
 )
-from store.models import CEFR_LEVELS, TARGET_LANGUAGES, ApiKey, Learner, LearnerLevel, utcnow
+from store.models import (
+    CEFR_LEVELS,
+    LIVE_STATUSES,
+    TARGET_LANGUAGES,
+    ApiKey,
+    Learner,
+    LearnerLevel,
+    TutorSession,
+    utcnow,
+)
 from store.records import ApiKeyInfo, ConflictError, LearnerInfo, LimitError, NotFoundError
 
 
@@ -102,6 +111,16 @@ class AccountStore(StoreBase):
                 if secret_matches(plaintext, row.hash) and row.revoked_at is None:
                     return key_info(row)
         return None
+
+    async def live_sessions_of_revoked_keys(self) -> list[str]:
+        """Ids of the live sessions (``starting``, ``ready``, ``active``) of revoked keys."""
+        async with self._tx() as s:
+            rows = await s.scalars(
+                select(TutorSession.id)
+                .join(ApiKey, ApiKey.id == TutorSession.owner_key_id)
+                .where(ApiKey.revoked_at.is_not(None), TutorSession.status.in_(LIVE_STATUSES))
+            )
+            return list(rows)
 
     async def list_api_keys(self, *, include_revoked: bool = True) -> list[ApiKeyInfo]:
         """Return the API keys, oldest first.

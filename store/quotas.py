@@ -17,7 +17,14 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, CursorResult, and_, func, not_, or_, select, update
 
 from store.base import StoreBase, hash_secret, new_secret, session_info
-from store.models import LIVE_STATUSES, SESSION_MODES, Learner, TutorSession, UsageEvent
+from store.models import (
+    LIVE_STATUSES,
+    SESSION_MODES,
+    ApiKey,
+    Learner,
+    TutorSession,
+    UsageEvent,
+)
 from store.records import NotFoundError, QuotaExceededError, SessionInfo
 
 NOT_STARTED_PREFIXES = ("rejected", "failed to start")
@@ -55,6 +62,7 @@ class Limits:
         tier_tts_chars: TTS characters per month on this tier.
         session_tts_chars: The most TTS characters one session reserves of what is left, so
             that two sessions at once each get a share, not the first one the whole month.
+        key_sessions: Live sessions the learner's API key may have at once.
     """
 
     plan_sessions: int | None = None
@@ -62,6 +70,7 @@ class Limits:
     tier_sessions: int | None = None
     tier_tts_chars: int | None = None
     session_tts_chars: int | None = None
+    key_sessions: int | None = None
 
 
 def _never_ran() -> ColumnElement[bool]:
@@ -186,6 +195,23 @@ class QuotaStore(StoreBase):
             )
             if cast(CursorResult[Any], bumped).rowcount != 1:
                 raise NotFoundError(f"no learner {learner_id!r} for this key")
+            if limits.key_sessions is not None:
+                # The key's row lock makes the starts of all its learners take turns here.
+                await s.execute(
+                    update(ApiKey).where(ApiKey.id == owner_key_id).values(plans=ApiKey.plans)
+                )
+                live = await s.scalar(
+                    select(func.count())
+                    .select_from(TutorSession)
+                    .where(
+                        TutorSession.owner_key_id == owner_key_id,
+                        TutorSession.status.in_(LIVE_STATUSES),
+                    )
+                )
+                if int(live or 0) >= limits.key_sessions:
+                    raise QuotaExceededError(
+                        "concurrent_sessions", "key", limits.key_sessions, int(live or 0)
+                    )
             left: list[int] = []
             for scope, scope_tier, max_sessions, max_chars in (
                 ("plan", None, limits.plan_sessions, limits.plan_tts_chars),

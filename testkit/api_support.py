@@ -216,9 +216,14 @@ async def make_api(url: str, tmp_path: Path, **settings: Any) -> AsyncIterator[A
     sup = FakeSupervisor(store, max_sessions=settings.pop("max_sessions", 2))
     # Both keys may grant every plan; a test gives a learner the plan it needs.
     (info_a, key_a), (_, key_b) = [await store.create_api_key(n, "*") for n in ("A", "B")]
-    cfg = Settings(
-        home=tmp_path, **{"max_body_bytes": 4096, "session_idle_timeout_s": 120, **settings}
-    )
+    # Rate limits high enough for the tests that do not test them (tests/api/test_limits.py).
+    defaults = {
+        "max_body_bytes": 4096,
+        "session_idle_timeout_s": 120,
+        "rate_limit_per_key": "100000/minute",
+        "session_starts_per_learner": "100000/hour",
+    }
+    cfg = Settings(home=tmp_path, **{**defaults, **settings})
     app = create_app(cfg, store=store, supervisor=sup, llm_base_url="http://127.0.0.1:9/v1")
     try:
         async with running(app) as client:

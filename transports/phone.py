@@ -56,41 +56,34 @@ def _secret(value: SecretStr | None) -> str | None:
 def phone_serializer(carrier: str, call: CallData, settings: Settings) -> FrameSerializer:
     """The carrier's Pipecat serializer for one call.
 
-    It hangs the call up over the carrier's REST API when the session ends if credentials
-    are configured (Twilio: account SID and auth token; Telnyx: API key); without them the
-    call ends when the media stream closes (``<Connect>`` has no next verb).
+    It does not hang up: the call ends when the media stream closes (``<Connect>`` has no
+    next verb), and the server also hangs it up over REST (:mod:`api.phone_hangup`).
 
     Args:
         carrier: ``twilio`` or ``telnyx``.
         call: What ``parse_telephony_websocket`` read from the stream's ``start`` message.
-        settings: Carrier credentials and the Twilio REST base.
+        settings: Unused (kept for the callers' signature).
 
     Raises:
         ValueError: Unknown carrier, or the ``start`` message lacked the stream id.
     """
     if not call.stream_id:
         raise ValueError("the media stream's start message has no stream id")
+    # The server hangs the call up over REST when the session ends (api.phone_hangup): the
+    # carrier's credentials never reach this process.
     if carrier == "twilio":
-        token = _secret(settings.twilio_auth_token)
-        hang_up = bool(token and settings.twilio_account_sid and call.call_id)
         return TwilioFrameSerializer(
             stream_sid=call.stream_id,
             call_sid=call.call_id,
-            account_sid=settings.twilio_account_sid if hang_up else None,
-            auth_token=token if hang_up else None,
-            base_url=settings.twilio_api_base_url,
-            params=TwilioFrameSerializer.InputParams(auto_hang_up=hang_up),
+            params=TwilioFrameSerializer.InputParams(auto_hang_up=False),
         )
     if carrier == "telnyx":
-        api_key = _secret(settings.telnyx_api_key)
-        hang_up = bool(api_key and call.call_id)
         return TelnyxFrameSerializer(
             stream_id=call.stream_id,
             outbound_encoding=str(call.get("outbound_encoding") or "PCMU"),
             inbound_encoding="PCMU",
             call_control_id=call.call_id,
-            api_key=api_key if hang_up else None,
-            params=TelnyxFrameSerializer.InputParams(auto_hang_up=hang_up),
+            params=TelnyxFrameSerializer.InputParams(auto_hang_up=False),
         )
     raise ValueError(f"unknown carrier {carrier!r}")
 

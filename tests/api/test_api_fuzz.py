@@ -76,7 +76,14 @@ def seeded(tmp_path: Path, llm: str) -> dict[str, Any]:
         )
         yield Runtime(supervisor=sup, llm_base_url=llm)
 
-    cfg = Settings(home=tmp_path, database_url=url, max_body_bytes=16 * 1024, ops_public=True)
+    cfg = Settings(
+        home=tmp_path,
+        database_url=url,
+        max_body_bytes=16 * 1024,
+        ops_public=True,
+        rate_limit_per_key="1000000/minute",
+        session_starts_per_learner="1000000/hour",
+    )
     seed["app"] = create_app(cfg, runtime=runtime)
     return seed
 

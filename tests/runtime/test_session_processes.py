@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
+from config.personas import load_persona
 from config.settings import Settings
 from contracts.session_spec import SessionSpec
 from runtime.protocol import CapacityError, SessionNotRunningError
@@ -57,7 +58,9 @@ async def env(tmp_path, llm_url):
         turn_url=turn_service.url,
     )
 
-    async def new_session(idle_timeout_s: float = 300.0) -> str:
+    async def new_session(
+        idle_timeout_s: float = 300.0, max_duration_s: float | None = None
+    ) -> str:
         info, _token = await store.create_session(
             learner.id, key.id, "aviation-examiner", "local", "webrtc"
         )
@@ -68,6 +71,7 @@ async def env(tmp_path, llm_url):
             transport="webrtc",
             llm_base_url=llm_url,
             idle_timeout_s=idle_timeout_s,
+            max_duration_s=max_duration_s,
         )
         await sup.spawn(spec)
         return info.id
@@ -156,3 +160,15 @@ async def test_session_nobody_connects_to_ends_and_frees_its_slot(env):
     info = await store.get_session(sid)
     assert info.status == "ended" and info.end_reason == "no client connected"
     assert sup.active_count == 0
+
+
+async def test_a_session_at_its_maximum_length_says_goodbye_and_ends(env):
+    store, sup, new_session, _ = env
+    sid = await new_session(max_duration_s=8.0)
+    pc, _ = await connect(sup, sid, SpeechTrack(np.zeros(1, dtype=np.int16), delay_s=120))
+    await wait_for(lambda: _not_running(sup, sid), 60)
+    info = await store.get_session(sid)
+    assert info.status == "ended" and info.end_reason == "maximum session length reached"
+    said = [t.text for t in await store.list_turns(sid) if t.role == "bot"]
+    assert said and said[-1] == load_persona("aviation-examiner").farewell_text
+    await pc.close()
