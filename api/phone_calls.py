@@ -135,11 +135,23 @@ class PhoneCalls:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.guest_lock = asyncio.Lock()
+        self.answered: dict[str, tuple[str, float]] = {}
+        """Call id → (media-stream token, until when): a replayed webhook gets the same
+        answer instead of a second session."""
+
+    def answered_token(self, call_id: str) -> str | None:
+        """The token already issued for ``call_id`` (a webhook replayed within the TTL)."""
+        now = time.monotonic()
+        for cid in [c for c, (_, until) in self.answered.items() if until < now]:
+            del self.answered[cid]
+        entry = self.answered.get(call_id)
+        return entry[0] if entry is not None else None
 
     def register(self, stream: PendingStream, ctx: AppContext) -> str:
         """Issue a one-use token for ``stream``; unused after ``ttl_s`` → the session is ended."""
         token = secrets.token_urlsafe(24)
         self._pending[token] = (stream, time.monotonic() + self.ttl_s)
+        self.answered[stream.call_id] = (token, time.monotonic() + max(self.ttl_s, 600.0))
         loop = asyncio.get_running_loop()
         self._timers[token] = loop.call_later(self.ttl_s, self._expire, token, ctx)
         return token
@@ -204,6 +216,11 @@ async def answer_call(
         digit: The key pressed in the menu (``Digits``), or ``None`` on the first webhook.
     """
     log = logger.bind(call_id=call.call_id)
+    if (token := calls.answered_token(call.call_id)) is not None:
+        # A replayed (or retried) webhook of a call already answered: the same answer, no
+        # second session (the token still works only once).
+        log.info("{} webhook for an answered call: same answer", call.carrier)
+        return Connect(token)
     settings = ctx.settings
     line = settings.phone_lines.get(call.dialled) or PhoneLine()
     try:
@@ -242,8 +259,13 @@ def persona_for(learner: LearnerInfo | None, menu: tuple[Persona, ...]) -> str |
 async def caller_learner(
     store: Store, calls: PhoneCalls, call: IncomingCall, persona: Persona
 ) -> LearnerInfo:
-    """The caller's learner record; a new guest learner for an unknown number."""
-    if call.caller and (known := await store.find_learner_by_phone(call.caller)):
+    """The caller's learner record; a new guest learner for an unknown number.
+
+    Callers who withhold their number share one guest per dialled line (its ``phone`` is
+    ``withheld:<line>``), so withholding it does not give a fresh quota on every call.
+    """
+    number = call.caller or f"withheld:{call.dialled}"[:32]
+    if known := await store.find_learner_by_phone(number):
         return known
     async with calls.guest_lock:
         keys = await store.list_api_keys(include_revoked=False)
@@ -252,10 +274,10 @@ async def caller_learner(
             owner = (await store.create_api_key(GUEST_KEY_NAME))[0].id
         try:
             guest = await store.create_learner(
-                owner, GUEST_NAME, persona.language, persona.cefr_level, phone=call.caller
+                owner, GUEST_NAME, persona.language, persona.cefr_level, phone=number
             )
         except ConflictError:  # the same number was registered meanwhile
-            found = await store.find_learner_by_phone(call.caller or "")
+            found = await store.find_learner_by_phone(number)
             if found is None:
                 raise
             return found

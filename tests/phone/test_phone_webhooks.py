@@ -83,3 +83,44 @@ async def test_carriers_without_their_secret_are_unavailable(unconfigured):
     for carrier in ("twilio", "telnyx"):
         r = await unconfigured.client.post(f"/api/v1/phone/{carrier}/voice", content=b"CallSid=x")
         assert (r.status_code, r.json()["error"]) == (503, "transport_unavailable"), carrier
+
+
+@pytest.fixture
+async def line_api(sqlite_url, tmp_path) -> AsyncIterator[Api]:
+    lines = {"+15550001000": {"persona": "aviation-examiner", "tier": "local"}}
+    async for api in make_api(
+        sqlite_url,
+        tmp_path,
+        twilio_auth_token=TOKEN,
+        phone_public_url=PUBLIC,
+        phone_lines=lines,
+        max_sessions=5,
+    ):
+        api.sup.ready_info = lambda _sid: {"phone_url": "ws://127.0.0.1:9/session"}  # type: ignore[attr-defined]
+        yield api
+
+
+def _stream(twiml: str) -> str:
+    stream = ElementTree.fromstring(twiml).find("./Connect/Stream")
+    assert stream is not None, twiml
+    return stream.attrib["url"]
+
+
+async def test_a_replayed_webhook_gets_the_same_answer_and_no_second_session(line_api):
+    params = {"CallSid": "CA" + "7" * 32, "From": "+15550003000", "To": "+15550001000"}
+    first = await _post(line_api, params, PUBLIC + VOICE)
+    again = await _post(line_api, params, PUBLIC + VOICE)
+    assert first.status_code == again.status_code == 200
+    assert _stream(first.text) == _stream(again.text)
+    assert [c[0] for c in line_api.sup.calls] == ["spawn"]
+
+
+async def test_callers_who_withhold_their_number_share_one_guest_per_line(line_api):
+    sessions = []
+    for n in range(2):
+        params = {"CallSid": f"CA{n}" + "8" * 31, "From": "anonymous", "To": "+15550001000"}
+        r = await _post(line_api, params, PUBLIC + VOICE)
+        assert r.status_code == 200 and _stream(r.text)
+        sessions.append(line_api.sup.calls[-1][1].session_id)
+    learners = {(await line_api.store.get_session(s)).learner_id for s in sessions}  # type: ignore[union-attr]
+    assert len(learners) == 1
