@@ -3,7 +3,8 @@
 * API keys (``Authorization: Bearer <key>`` or ``X-API-Key: <key>``) guard every ``/api/v1``
   route except the WebRTC signalling ones. Missing, unknown and revoked keys all answer 401:
   a revoked key is indistinguishable from one that never existed.
-* The per-session token (``?token=`` or ``Authorization: Bearer <token>``) guards
+* The per-session token (``Authorization: Bearer <token>``; never in a URL, where access logs
+  would keep it) guards
   ``/api/v1/sessions/{id}/offer``; the browser holds only that token. Missing → 401; wrong
   token or unknown session → 403 (the two are indistinguishable).
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Path, Request, Security
-from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError
 from api.limits import ApiLimits
@@ -93,12 +94,6 @@ _session_bearer = HTTPBearer(
     scheme_name="SessionTokenBearer",
     description="The session's browser token as `Authorization: Bearer <token>`.",
 )
-_session_query = APIKeyQuery(
-    name="token",
-    auto_error=False,
-    scheme_name="SessionTokenQuery",
-    description="The session's browser token as `?token=<token>`.",
-)
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
@@ -136,19 +131,18 @@ async def require_session_token(
     ctx: Ctx,
     session_id: Annotated[str, Path(description="The session id.")],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_session_bearer)],
-    query: Annotated[str | None, Security(_session_query)],
 ) -> SessionInfo:
     """Return the session whose browser token was presented.
 
     Raises:
         ApiError: 401 without a token; 403 for a wrong token or an unknown session.
     """
-    presented = query or (bearer.credentials if bearer is not None else None)
+    presented = bearer.credentials if bearer is not None else None
     if not presented:
         raise ApiError(
             401,
             "unauthorized",
-            "the session token is required: ?token=<token> or Authorization: Bearer <token>",
+            "the session token is required: Authorization: Bearer <token> (never in the URL)",
             _CHALLENGE,
         )
     valid = SECRET_RE.match(presented) is not None and is_uuid(session_id)

@@ -1,6 +1,6 @@
 """``/api/v1/sessions/{id}/offer``: WebRTC signalling between the browser and a session process.
 
-Authenticated by the session's browser token (``?token=`` or ``Authorization: Bearer``), not
+Authenticated by the session's browser token (``Authorization: Bearer``, never the URL), not
 by an API key: the browser holds only that token. ``POST`` carries the SDP offer (and ICE
 restarts), ``PATCH`` trickles ICE candidates, as Pipecat's SmallWebRTC client does.
 """

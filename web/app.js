@@ -109,8 +109,9 @@ $("start").onclick = async () => {
       setTimeout(resolve, 2000);
     });
     const { offer_url: offerUrl, token } = session.connect;
-    const r = await fetch(`${offerUrl}?token=${encodeURIComponent(token)}`, {
-      method: "POST", headers: { "Content-Type": "application/json" },
+    // The session token goes in a header, never in the URL (URLs end up in logs).
+    const r = await fetch(offerUrl, {
+      method: "POST", headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
       body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer" }),
     });
     const answer = await r.json();

@@ -89,10 +89,15 @@ async def test_oversized_bodies_answer_413(lite: Api) -> None:
     assert "content-length" not in r.request.headers
     assert_error(r, 413, "payload_too_large")
     s = await lite.session()
-    offer_url = s["connect"]["offer_url"] + "?token=" + s["connect"]["token"]
+    offer_url = s["connect"]["offer_url"]
     big_offer = json.dumps({"sdp": "v=0" + "a" * 5000, "type": "offer"})
     r = await lite.client.post(
-        offer_url, content=big_offer, headers={"Content-Type": "application/json"}
+        offer_url,
+        content=big_offer,
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {s['connect']['token']}",
+        },
     )
     assert_error(r, 413)
     # A GET with a huge declared body is refused before routing too.
@@ -130,7 +135,7 @@ async def test_unexpected_errors_answer_500_without_traceback(lite: Api) -> None
     lite.sup.offer_error = ZeroDivisionError("secret internals")
     r = await lite.client.post(
         s["connect"]["offer_url"],
-        params={"token": s["connect"]["token"]},
+        headers={"Authorization": f"Bearer {s['connect']['token']}"},
         json={"sdp": GOOD_SDP, "type": "offer"},
     )
     assert r.status_code == 500

@@ -55,11 +55,10 @@ async def test_healthz_needs_no_auth_and_openapi_documents_the_api(lite: Api) ->
         "$ref": "#/components/schemas/ErrorBody"
     }
     schemes = spec["components"]["securitySchemes"]
-    assert {"ApiKeyBearer", "ApiKeyHeader", "SessionTokenBearer", "SessionTokenQuery"} <= set(
-        schemes
-    )
+    assert {"ApiKeyBearer", "ApiKeyHeader", "SessionTokenBearer"} <= set(schemes)
     offer_security = paths["/api/v1/sessions/{session_id}/offer"]["post"]["security"]
-    assert all(set(s) <= {"SessionTokenBearer", "SessionTokenQuery"} for s in offer_security)
+    assert all(set(s) <= {"SessionTokenBearer"} for s in offer_security)
+    assert "SessionTokenQuery" not in schemes  # the token never goes in a URL
 
 
 async def test_readyz_checks_the_database(api: Api) -> None:

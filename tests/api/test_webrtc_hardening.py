@@ -53,18 +53,20 @@ async def test_a_loopback_candidate_is_refused_and_a_public_one_passes(strict: A
     s = await strict.session()
     url, token = s["connect"]["offer_url"], s["connect"]["token"]
     r = await strict.client.post(
-        url, params={"token": token}, json={"sdp": GOOD_SDP, "type": "offer"}
+        url, headers={"Authorization": f"Bearer {token}"}, json={"sdp": GOOD_SDP, "type": "offer"}
     )
     assert r.status_code == 200, r.text
     bad = {"pc_id": "pc-1", "candidates": [cand("8.8.8.8"), cand("127.0.0.1")]}
-    r = await strict.client.patch(url, params={"token": token}, json=bad)
+    r = await strict.client.patch(url, headers={"Authorization": f"Bearer {token}"}, json=bad)
     assert_error(r, 422, "candidate_refused")
     assert strict.sup.calls[-1][0] == "offer"  # nothing reached the session
     good = {"pc_id": "pc-1", "candidates": [cand("8.8.8.8"), {"candidate": "", "sdp_mid": "0"}]}
-    r = await strict.client.patch(url, params={"token": token}, json=good)
+    r = await strict.client.patch(url, headers={"Authorization": f"Bearer {token}"}, json=good)
     assert r.status_code == 200 and strict.sup.calls[-1][0] == "ice"
     many = {"pc_id": "pc-1", "candidates": [cand("8.8.8.8")] * 21}
-    assert (await strict.client.patch(url, params={"token": token}, json=many)).status_code == 422
+    assert (
+        await strict.client.patch(url, headers={"Authorization": f"Bearer {token}"}, json=many)
+    ).status_code == 422
 
 
 async def test_an_offers_private_candidates_are_left_out_and_a_huge_sdp_is_refused(
@@ -77,12 +79,14 @@ async def test_an_offers_private_candidates_are_left_out_and_a_huge_sdp_is_refus
         + "a=candidate:1 1 udp 2122260223 192.168.1.5 5000 typ host\r\n"
         + "a=candidate:2 1 udp 1686052607 8.8.8.8 5000 typ srflx raddr 0.0.0.0 rport 0\r\n"
     )
-    r = await strict.client.post(url, params={"token": token}, json={"sdp": sdp, "type": "offer"})
+    r = await strict.client.post(
+        url, headers={"Authorization": f"Bearer {token}"}, json={"sdp": sdp, "type": "offer"}
+    )
     assert r.status_code == 200, r.text
     sent = strict.sup.calls[-1][1][1]["sdp"]
     assert "192.168.1.5" not in sent and "8.8.8.8" in sent
     huge = {"sdp": "v=0\r\n" + "ž" * 100_000, "type": "offer"}
-    r = await strict.client.post(url, params={"token": token}, json=huge)
+    r = await strict.client.post(url, headers={"Authorization": f"Bearer {token}"}, json=huge)
     assert r.status_code == 422 and "20000" in r.text.replace(",", ""), r.text
     kept, dropped = filter_offer("a=candidate:9 1 udp 1 127.0.0.1 1 typ host\r\n", True)
     assert dropped == 0 and "127.0.0.1" in kept

@@ -184,7 +184,9 @@ async def test_realtime_session_from_the_api_greets_answers_and_says_goodbye(
 
         async def offer(sdp: dict[str, Any]) -> dict[str, Any]:
             reply = await http.post(
-                connect["offer_url"], params={"token": connect["token"]}, json=sdp
+                connect["offer_url"],
+                headers={"Authorization": f"Bearer {connect['token']}"},
+                json=sdp,
             )
             assert reply.status_code == 200, reply.text
             return dict(reply.json())
