@@ -202,7 +202,7 @@ async def default_runtime(
         services.llama_server.LLMServerError: the LLM server did not start.
     """
     from pipelines.local import local_llm, warm_persona_prompts
-    from runtime.housekeeping import watch_revocations
+    from runtime.housekeeping import housekeeping
     from runtime.report_jobs import ReportWorker
     from runtime.supervisor import SessionSupervisor
     from transports.daily import release_session_room
@@ -231,7 +231,12 @@ async def default_runtime(
             else None
         )
         revocations = asyncio.create_task(
-            watch_revocations(store, supervisor, settings.revocation_poll_s)
+            housekeeping(
+                store,
+                supervisor,
+                settings.revocation_poll_s,
+                settings.transcript_retention_days,
+            )
         )
         try:
             yield Runtime(supervisor=supervisor, llm_base_url=base_url)

@@ -103,6 +103,8 @@ class Settings(BaseSettings):
         max_session_minutes: The longest a session runs; then the tutor says goodbye.
         revocation_poll_s: How often the server looks for sessions of revoked API keys (and
             ends them), s.
+        transcript_retention_days: Delete the turns of sessions that ended longer ago than
+            this (hourly); ``None`` keeps them. The learner model, reports and usage stay.
         webrtc_private_candidates: Let browsers' ICE candidates point a session's media at
             loopback, private and link-local addresses (a LAN deployment, a browser on the
             same machine, tests). Off: only public addresses (:mod:`api.ice`).
@@ -192,6 +194,7 @@ class Settings(BaseSettings):
     limits_url: str | None = None
     max_session_minutes: float = Field(default=60.0, gt=0)
     revocation_poll_s: float = Field(default=10.0, gt=0)
+    transcript_retention_days: float | None = Field(default=None, gt=0)
     webrtc_private_candidates: bool = False
     default_plan: str = "free"
     max_learners_per_key: int = Field(default=10000, ge=1)

@@ -1,22 +1,29 @@
-"""What the server does in the background besides sessions: end sessions of revoked keys.
+"""What the server does in the background besides sessions: end revoked keys' sessions, purge.
 
 Keys are revoked from the command line (``voxtutor keys revoke``), another process: the server
 looks for live sessions whose key is revoked every ``revocation_poll_s`` and ends them (the
-tutor says goodbye), so a revoked key stops costing anything within seconds.
+tutor says goodbye), so a revoked key stops costing anything within seconds. With
+``transcript_retention_days`` set, the turns of sessions that ended longer ago are deleted
+once an hour.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from datetime import timedelta
 from typing import Protocol
 
 from loguru import logger
 
 from runtime.protocol import SessionNotRunningError
 from store import Store
+from store.models import utcnow
 
 REVOKED = "API key revoked"
+PURGE_EVERY_S = 3600.0
+"""How often old transcripts are purged, s."""
 
 
 class Ender(Protocol):
@@ -42,9 +49,26 @@ async def end_revoked_sessions(store: Store, supervisor: Ender) -> int:
     return len(ids)
 
 
-async def watch_revocations(store: Store, supervisor: Ender, every_s: float) -> None:
-    """Run :func:`end_revoked_sessions` every ``every_s`` seconds until cancelled."""
+async def purge_old_transcripts(store: Store, retention_days: float | None) -> int:
+    """Delete the turns of sessions that ended over ``retention_days`` ago (``None``: keep)."""
+    if retention_days is None:
+        return 0
+    purged = await store.purge_transcripts(utcnow() - timedelta(days=retention_days))
+    if purged:
+        logger.info(f"retention: {purged} turn(s) older than {retention_days} days deleted")
+    return purged
+
+
+async def housekeeping(
+    store: Store, supervisor: Ender, every_s: float, retention_days: float | None = None
+) -> None:
+    """End revoked keys' sessions every ``every_s`` seconds, purge hourly, until cancelled."""
+    last_purge = -PURGE_EVERY_S
     while True:
         with contextlib.suppress(Exception):  # a database hiccup: try again next time
             await end_revoked_sessions(store, supervisor)
+        if time.monotonic() - last_purge >= PURGE_EVERY_S:
+            last_purge = time.monotonic()
+            with contextlib.suppress(Exception):
+                await purge_old_transcripts(store, retention_days)
         await asyncio.sleep(every_s)

@@ -12,9 +12,10 @@ record kept as Art. 17(3)(b)/(e) allows: https://gdpr-info.eu/art-17-gdpr/).
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 
 from store.base import StoreBase, learner_info, session_info, turn_info, usage_info
 from store.models import (
@@ -48,6 +49,17 @@ def _row(obj: Any) -> dict[str, Any]:
 
 class ErasureStore(StoreBase):
     """Export and erasure of a learner's data (mixed into :class:`store.Store`)."""
+
+    async def purge_transcripts(self, ended_before: datetime) -> int:
+        """Delete the turns of sessions that ended before ``ended_before``; return how many.
+
+        The retention rule (``VOXTUTOR_TRANSCRIPT_RETENTION_DAYS``): what was said goes, the
+        learner model (mistakes, grades, review items), reports and usage stay.
+        """
+        async with self._tx() as s:
+            old = select(TutorSession.id).where(TutorSession.ended_at < ended_before)
+            result = await s.execute(delete(Turn).where(Turn.session_id.in_(old)))
+            return int(cast(CursorResult[Any], result).rowcount or 0)
 
     async def export_learner(self, learner_id: str, owner_key_id: str) -> dict[str, Any]:
         """Everything stored about the learner, as JSON-ready data.

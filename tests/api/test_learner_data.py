@@ -71,3 +71,23 @@ async def test_export_then_erase_leaves_nothing_but_anonymous_usage(api: Api) ->
     # The phone number is free again; a second erasure finds nothing.
     assert (await api.learner(name="New", phone="+420601999888")) != lid
     assert_error(await api.client.delete(f"{V1}/learners/{lid}", headers=api.a), 404)
+
+
+async def test_retention_purges_old_transcripts_and_keeps_the_learner_model(api: Api) -> None:
+    from datetime import timedelta
+
+    from runtime.housekeeping import purge_old_transcripts
+    from store.models import utcnow
+
+    lid = await api.learner()
+    first, second = (await api.session(lid))["session_id"], (await api.session(lid))["session_id"]
+    for sid in (first, second):
+        await api.store.add_turn(sid, {"index": 1, "role": "learner", "text": SAID})
+        await api.store.add_assessment(sid, BUS.to_dict(), 1)
+        await api.store.set_session_status(sid, "ended")
+    assert await purge_old_transcripts(api.store, None) == 0  # unset: keep everything
+    assert await purge_old_transcripts(api.store, 30) == 0  # both ended just now
+    cut = await api.store.purge_transcripts(utcnow() + timedelta(seconds=1))  # a day later
+    assert cut == 2
+    assert await api.store.list_turns(first) == [] and await api.store.list_turns(second) == []
+    assert len(await api.store.list_mistakes(first)) == 1  # the learner model stays
