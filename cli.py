@@ -485,10 +485,6 @@ def usage(
     console.print(table)
 
 
-if __name__ == "__main__":
-    app()
-
-
 learners_app = typer.Typer(
     help="Learners and what the store remembers of them.", no_args_is_help=True
 )
@@ -628,3 +624,7 @@ def reports_work(
 
     n = _run_store(job)
     err.print(f"{n} report job(s) run")
+
+
+if __name__ == "__main__":
+    app()

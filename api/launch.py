@@ -32,7 +32,13 @@ from config.personas import Persona, list_personas, load_persona
 from config.plans import get_plan, load_plans
 from config.tiers import get_tier
 from contracts.session_spec import SessionSpec, Transport
-from pipelines.memory import MAX_NAME_CHARS, MAX_REVIEW_ITEMS, clean, memory_from_model
+from pipelines.memory import (
+    MAX_NAME_CHARS,
+    MAX_REVIEW_ITEMS,
+    LearnerMemory,
+    clean,
+    memory_from_model,
+)
 from runtime.protocol import CapacityError
 from store import LearnerInfo, QuotaExceededError, SessionInfo
 from store.quotas import Limits
@@ -95,6 +101,8 @@ class LaunchRequest:
             ``nothing_due`` when none is due).
         by_line: The tier was chosen by the operator's phone line, not by the learner: it
             is not checked against the learner's plan (the plan's quotas still count).
+        remember: Start from the learner's memory; ``False`` for a record shared by several
+            people (callers who withhold their number), whose history is not theirs.
     """
 
     learner: LearnerInfo | Callable[[], Awaitable[LearnerInfo]]
@@ -107,6 +115,7 @@ class LaunchRequest:
     daily_call_domain: str | None = None
     mode: str = "conversation"
     by_line: bool = False
+    remember: bool = True
 
 
 @dataclass(frozen=True)
@@ -214,12 +223,20 @@ async def _start(ctx: AppContext, req: LaunchRequest, slot: SlotReservation) -> 
             },
         )
     review = req.mode == "review"
+    if review and tier.kind != "pipeline":
+        raise LaunchError(
+            422,
+            "invalid_request",
+            f"a review session needs a cascaded tier; {req.tier!r} is speech-to-speech",
+        )
     due = await ctx.store.due_review_items(learner.id, limit=MAX_REVIEW_ITEMS)
     if review and not due:
         raise LaunchError(409, "nothing_due", "no review items are due for this learner")
     model = await ctx.store.learner_model(learner.id)
     memory = memory_from_model(model, [d.to_dict() for d in due], review_session=review)
     memory = replace(memory, name=clean(req.learner_name(learner) or "", MAX_NAME_CHARS) or None)
+    if not req.remember:  # a shared guest: its history is other people's
+        memory = LearnerMemory()
     limits = Limits(
         plan_sessions=plan.sessions_per_month,
         plan_tts_chars=plan.tts_chars_per_month,

@@ -42,6 +42,8 @@ QUOTA = "The monthly allowance of your plan is used up. Goodbye."
 UNAVAILABLE = "Sorry, the tutor cannot take calls right now. Please try again later. Goodbye."
 REFUSALS = {"at_capacity": BUSY, "local_at_capacity": BUSY, "quota_exceeded": QUOTA}
 """What a caller hears for each :class:`api.launch.LaunchError` code (else :data:`UNAVAILABLE`)."""
+WITHHELD = "withheld:"
+"""``phone`` prefix of the guest that callers withholding their number share, per line."""
 _NUMBER = re.compile(r"^\+?[0-9]{4,20}$")
 """A caller id we can look up (E.164-like); "anonymous", "restricted" … are withheld numbers."""
 
@@ -138,6 +140,9 @@ class PhoneCalls:
         self.answered: dict[str, tuple[str, float]] = {}
         """Call id → (media-stream token, until when): a replayed webhook gets the same
         answer instead of a second session."""
+        self.starting: dict[str, asyncio.Future[str | None]] = {}
+        """Call id → the token its session start will give (``None``: refused); a webhook
+        retried while the first one's session is still starting waits for it."""
 
     def answered_token(self, call_id: str) -> str | None:
         """The token already issued for ``call_id`` (a webhook replayed within the TTL)."""
@@ -221,6 +226,10 @@ async def answer_call(
         # second session (the token still works only once).
         log.info("{} webhook for an answered call: same answer", call.carrier)
         return Connect(token)
+    if (starting := calls.starting.get(call.call_id)) is not None:
+        # Retried while the first webhook's session is still starting: wait for that one.
+        token = await asyncio.shield(starting)
+        return Connect(token) if token is not None else Refuse(UNAVAILABLE)
     settings = ctx.settings
     line = settings.phone_lines.get(call.dialled) or PhoneLine()
     try:
@@ -240,8 +249,16 @@ async def answer_call(
     except ApiError as e:
         log.error("phone line {} is misconfigured: {}", call.dialled, e.message)
         return Refuse(UNAVAILABLE)
-    learner = await caller_learner(ctx.store, calls, call, persona)
-    return await _start(ctx, calls, call, learner, persona, tier)
+    started: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+    calls.starting[call.call_id] = started
+    answer: Answer = Refuse(UNAVAILABLE)
+    try:
+        learner = await caller_learner(ctx.store, calls, call, persona)
+        answer = await _start(ctx, calls, call, learner, persona, tier)
+    finally:
+        started.set_result(answer.token if isinstance(answer, Connect) else None)
+        calls.starting.pop(call.call_id, None)
+    return answer
 
 
 def spoken_name(learner: LearnerInfo) -> str | None:
@@ -264,7 +281,7 @@ async def caller_learner(
     Callers who withhold their number share one guest per dialled line (its ``phone`` is
     ``withheld:<line>``), so withholding it does not give a fresh quota on every call.
     """
-    number = call.caller or f"withheld:{call.dialled}"[:32]
+    number = call.caller or f"{WITHHELD}{call.dialled}"[:32]
     if known := await store.find_learner_by_phone(number):
         return known
     async with calls.guest_lock:
@@ -302,6 +319,7 @@ async def _start(
         persona=persona,
         tier=tier,
         by_line=True,  # the operator's line chose the tier
+        remember=not (learner.phone or "").startswith(WITHHELD),
         transport=call.carrier,
         learner_name=spoken_name,
     )

@@ -283,14 +283,23 @@ class ProviderKeys(BaseSettings):
     daily_api_key: SecretStr | None = Field(default=None, validation_alias="DAILY_API_KEY")
 
 
+DOTENV_SWITCH = "VOXTUTOR_DOTENV"
+"""``false`` makes a process ignore ``.env`` (session processes: the server hands them the
+non-secret values of its ``.env`` in their environment, :mod:`runtime.session_env`)."""
+
+
+def _reads_dotenv() -> bool:
+    return os.environ.get(DOTENV_SWITCH, "true").strip().lower() not in ("0", "false", "no")
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """Return the process's settings, read once from the environment.
+    """Return the process's settings, read once from the environment (and ``.env``).
 
     Raises:
         pydantic.ValidationError: A ``VOXTUTOR_*`` variable has an invalid value.
     """
-    return Settings()
+    return Settings() if _reads_dotenv() else Settings(_env_file=None)  # type: ignore[call-arg]
 
 
 def provider_key(variable: str) -> str | None:
@@ -303,5 +312,6 @@ def provider_key(variable: str) -> str | None:
     Raises:
         KeyError: ``variable`` is not one of :data:`PROVIDER_KEYS`.
     """
-    secret = getattr(ProviderKeys(), PROVIDER_KEYS[variable])
+    keys = ProviderKeys() if _reads_dotenv() else ProviderKeys(_env_file=None)  # type: ignore[call-arg]
+    secret = getattr(keys, PROVIDER_KEYS[variable])
     return secret.get_secret_value() or None if secret is not None else None

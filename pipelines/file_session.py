@@ -317,90 +317,96 @@ async def run_file_session(
     record = memory_messages(remembered)
 
     started = datetime.now(UTC)
-    async with local_llm(settings) as base_url:
-        if tier_config.llm[0].provider == "local" and settings.llm_warm_up:
-            await warm_persona_prompts(
-                base_url, {persona.id: opening_messages(persona, level, record)}
+    try:
+        async with local_llm(settings) as base_url:
+            if tier_config.llm[0].provider == "local" and settings.llm_warm_up:
+                await warm_persona_prompts(
+                    base_url, {persona.id: opening_messages(persona, level, record)}
+                )
+            services = build_tier_services(
+                tier, persona, settings, local_base_url=base_url, level=level
             )
-        services = build_tier_services(
-            tier, persona, settings, local_base_url=base_url, level=level
-        )
-        transport = FileTransport(recordings, params, output_sample_rate=OUTPUT_SAMPLE_RATE)
-        audio = AudioBufferProcessor(
-            sample_rate=OUTPUT_SAMPLE_RATE, num_channels=2, auto_start_recording=True
-        )
-        tracks: dict[str, bytes] = {}
+            transport = FileTransport(recordings, params, output_sample_rate=OUTPUT_SAMPLE_RATE)
+            audio = AudioBufferProcessor(
+                sample_rate=OUTPUT_SAMPLE_RATE, num_channels=2, auto_start_recording=True
+            )
+            tracks: dict[str, bytes] = {}
 
-        @audio.event_handler("on_track_audio_data")
-        async def _tracks(_p: Any, user: bytes, bot: bytes, rate: int, _ch: int) -> None:
-            tracks.update(user=user, bot=bot)
+            @audio.event_handler("on_track_audio_data")
+            async def _tracks(_p: Any, user: bytes, bot: bytes, rate: int, _ch: int) -> None:
+                tracks.update(user=user, bot=bot)
 
-        @audio.event_handler("on_audio_data")
-        async def _merged(_p: Any, merged: bytes, rate: int, _ch: int) -> None:
-            tracks["conversation"] = merged
+            @audio.event_handler("on_audio_data")
+            async def _merged(_p: Any, merged: bytes, rate: int, _ch: int) -> None:
+                tracks["conversation"] = merged
 
-        chat = JsonChat(base_url)
-        step: Any = (
-            await _tutoring_step(base, persona, chat, level, settings, remembered)
-            if assessment
-            else None
-        )
-        if drill is not None:
-            drill.inner = step
-            step = drill
-        on_assessment = on_turn = None
+            chat = JsonChat(base_url)
+            step: Any = (
+                await _tutoring_step(base, persona, chat, level, settings, remembered)
+                if assessment
+                else None
+            )
+            if drill is not None:
+                drill.inner = step
+                step = drill
+            on_assessment = on_turn = None
+            if memory is not None and session_id is not None:
+                on_turn, on_assessment = _writers(memory.store, session_id, lambda: session)
+            assessor = AssessmentProcessor(step, on_assessment) if step is not None else None
+            session = build_session(
+                persona,
+                stt=services.stt,
+                llm=services.llm,
+                tts=services.tts,
+                transport=transport,
+                settings=settings,
+                recorders=[audio],
+                audio_out_sample_rate=OUTPUT_SAMPLE_RATE,
+                assessment=assessor,
+                record=record,
+                on_turn=on_turn,
+            )
+            runner = WorkerRunner(handle_sigint=False)
+            await runner.add_workers(session.worker)
+            await session.greet()
+
+            async def _end_when_done() -> None:
+                await transport.done.wait()
+                await session.worker.queue_frame(EndFrame())
+
+            ender = asyncio.create_task(_end_when_done())
+            try:
+                await runner.run()
+            finally:
+                ender.cancel()
+            await session.recorder.flush()
+            if assessor is not None:
+                await assessor.drain()
+            await chat.aclose()
+            result = _write_outputs(
+                out_dir,
+                tracks,
+                session.recorder.turns,
+                assessor,
+                persona,
+                tier,
+                tier_config,
+                settings,
+                level,
+                started,
+                audio_paths,
+                transport,
+                session_id,
+            )
+            if memory is not None and session_id is not None:
+                await memory.store.set_session_status(session_id, "ended", "recordings done")
+                if memory.on_ended is not None:
+                    await memory.on_ended(session_id, base_url)
+    except BaseException as e:
+        # A session stored as the learner's must not stay live when this one fails.
         if memory is not None and session_id is not None:
-            on_turn, on_assessment = _writers(memory.store, session_id, lambda: session)
-        assessor = AssessmentProcessor(step, on_assessment) if step is not None else None
-        session = build_session(
-            persona,
-            stt=services.stt,
-            llm=services.llm,
-            tts=services.tts,
-            transport=transport,
-            settings=settings,
-            recorders=[audio],
-            audio_out_sample_rate=OUTPUT_SAMPLE_RATE,
-            assessment=assessor,
-            record=record,
-            on_turn=on_turn,
-        )
-        runner = WorkerRunner(handle_sigint=False)
-        await runner.add_workers(session.worker)
-        await session.greet()
-
-        async def _end_when_done() -> None:
-            await transport.done.wait()
-            await session.worker.queue_frame(EndFrame())
-
-        ender = asyncio.create_task(_end_when_done())
-        try:
-            await runner.run()
-        finally:
-            ender.cancel()
-        await session.recorder.flush()
-        if assessor is not None:
-            await assessor.drain()
-        await chat.aclose()
-        result = _write_outputs(
-            out_dir,
-            tracks,
-            session.recorder.turns,
-            assessor,
-            persona,
-            tier,
-            tier_config,
-            settings,
-            level,
-            started,
-            audio_paths,
-            transport,
-            session_id,
-        )
-        if memory is not None and session_id is not None:
-            await memory.store.set_session_status(session_id, "ended", "recordings done")
-            if memory.on_ended is not None:
-                await memory.on_ended(session_id, base_url)
+            await memory.store.set_session_status(session_id, "failed", f"failed: {e!r}")
+        raise
     return result
 
 

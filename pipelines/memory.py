@@ -310,11 +310,7 @@ def greeting(persona: Persona, memory: LearnerMemory | None) -> str:
 
 
 def persona_for(
-    persona: Persona,
-    memory: LearnerMemory | None,
-    opening: str | None = None,
-    *,
-    with_record: bool = True,
+    persona: Persona, memory: LearnerMemory | None, opening: str | None = None
 ) -> Persona:
     """``persona`` for this learner: the memory's instruction added, the greeting replaced.
 
@@ -322,12 +318,8 @@ def persona_for(
         persona: The packaged persona.
         memory: The learner's memory, or ``None`` (the persona unchanged but ``opening``).
         opening: The greeting to use instead of :func:`greeting`'s (a review session's).
-        with_record: The session's context carries the learner record
-            (:func:`memory_messages`); ``False`` (speech-to-speech) leaves the instruction out,
-            since it speaks of a record the model never gets.
     """
-    note = memory_instruction(persona, memory) if with_record else ""
-    note = note.replace("{", "{{").replace("}", "}}")
+    note = memory_instruction(persona, memory).replace("{", "{{").replace("}", "}}")
     update: dict[str, Any] = {"greeting": opening or greeting(persona, memory)}
     if note:
         update["system_prompt"] = f"{persona.system_prompt.rstrip()}\n\n{note}"

@@ -201,7 +201,7 @@ class ReportWorker:
             log.warning("report written after the claim ran out; another worker's stands")
             return sid
         level = report["level"]
-        if level["estimate"] != level["before"] or level["evidence"]:
+        if level["estimate"] != level["before"]:  # the history holds changes (the report all)
             await self.store.record_level(
                 report["learner_id"],
                 level["estimate"],

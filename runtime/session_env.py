@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
+from dotenv import dotenv_values
+
+from config.settings import DOTENV_SWITCH
 from config.tiers import PROVIDER_KEY_ENV
 
 KEEP_NAMES = frozenset(
@@ -50,6 +54,7 @@ SERVER_ONLY = frozenset(
         "VOXTUTOR_DAILY_DIALIN_HMAC",
         "VOXTUTOR_STRIPE_API_KEY",
         "VOXTUTOR_STRIPE_WEBHOOK_SECRET",
+        "VOXTUTOR_LIMITS_URL",
     }
 )
 """``VOXTUTOR_`` aliases of secrets only the server uses (``config.settings``)."""
@@ -57,14 +62,25 @@ SERVER_ONLY = frozenset(
 DAILY_KEY = "DAILY_API_KEY"
 
 
-def session_env(kind: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def session_env(
+    kind: str, environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
+) -> dict[str, str]:
     """The environment of a session process of ``kind`` (``local``, ``cloud``, ``phone``).
+
+    The server's ``.env`` values go through the same filter (the environment wins over it),
+    and the process is told not to read ``.env`` itself (``VOXTUTOR_DOTENV=false``), so a
+    secret kept there does not reach it either.
 
     Args:
         kind: The process's kind (``runtime.supervisor.spare_kind``).
         environ: The server's environment (default ``os.environ``).
+        dotenv: The server's ``.env`` file, or ``None``.
     """
-    env = dict(os.environ if environ is None else environ)
+    from_file = dotenv_values(dotenv) if dotenv is not None and dotenv.is_file() else {}
+    env = {
+        **{k: v for k, v in from_file.items() if v is not None},
+        **(os.environ if environ is None else environ),
+    }
     out = {
         k: v
         for k, v in env.items()
@@ -74,4 +90,5 @@ def session_env(kind: str, environ: Mapping[str, str] | None = None) -> dict[str
         out.update({k: env[k] for k in PROVIDER_KEY_ENV.values() if k in env})
     if kind == "cloud" and DAILY_KEY in env:
         out[DAILY_KEY] = env[DAILY_KEY]
+    out[DOTENV_SWITCH] = "false"
     return out

@@ -170,8 +170,9 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     drill = review_drill(spec, base_persona, memory, store) if spec.mode == "review" else None
     realtime = is_speech_to_speech(spec.tier)
     opening = drill.opening(memory.name if memory else None) if drill else None
-    # A speech-to-speech model gets no learner record: no instruction about one either.
-    persona = persona_for(base_persona, memory, opening, with_record=not realtime)
+    # A speech-to-speech model gets its greeting as an instruction ("say exactly …"): it gets
+    # the persona's own, with no learner text in it, and no learner record.
+    persona = base_persona if realtime else persona_for(base_persona, memory, opening)
     record = memory_messages(memory)
     # A speech-to-speech tier has no STT, LLM and TTS: runtime.realtime_process builds it.
     services = (

@@ -137,6 +137,13 @@ class ErasureStore(StoreBase):
             ConflictError: a session of theirs is still live (end it first).
         """
         async with self._tx() as s:
+            # The learner's row lock first: a session start (which takes the same lock,
+            # store.quotas) cannot commit a session between the live check and the delete.
+            await s.execute(
+                update(Learner)
+                .where(Learner.id == learner_id)
+                .values(quota_version=Learner.quota_version + 1)
+            )
             row = await s.get(Learner, learner_id)
             if row is None or row.erased or row.owner_key_id != owner_key_id:
                 raise NotFoundError(f"no learner {learner_id!r}")

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from config.acs import load_acs_bank
 from store.base import StoreBase, learner_info
@@ -176,7 +176,11 @@ class LearnerModelStore(StoreBase):
         """
         async with self._tx() as s:
             row = await s.get(Learner, learner_id)
-            if row is None or (owner_key_id is not None and row.owner_key_id != owner_key_id):
+            if (
+                row is None
+                or row.erased
+                or (owner_key_id is not None and row.owner_key_id != owner_key_id)
+            ):
                 raise NotFoundError(f"no learner {learner_id!r}")
             if name is not None:
                 if not name.strip():
@@ -227,16 +231,28 @@ class LearnerModelStore(StoreBase):
             return changed
 
     async def level_evidence(self, learner_id: str, sessions: int = 3) -> tuple[int, int, int]:
-        """``(learner turns, errors, words)`` of the learner's last ``sessions`` ended sessions."""
+        """``(learner turns, errors, words)`` of the learner's last ``sessions`` ended sessions.
+
+        Only sessions that started after the level last changed count: evidence that moved
+        the level once does not move it again.
+        """
         async with self._tx() as s:
+            since = await s.scalar(
+                select(func.max(LearnerLevel.created_at)).where(
+                    LearnerLevel.learner_id == learner_id
+                )
+            )
+            where = [
+                TutorSession.learner_id == learner_id,
+                TutorSession.status.in_(("ended", "failed")),
+                TutorSession.mode == "conversation",
+            ]
+            if since is not None:
+                where.append(TutorSession.created_at >= since)
             ids = list(
                 await s.scalars(
                     select(TutorSession.id)
-                    .where(
-                        TutorSession.learner_id == learner_id,
-                        TutorSession.status.in_(("ended", "failed")),
-                        TutorSession.mode == "conversation",
-                    )
+                    .where(*where)
                     .order_by(TutorSession.created_at.desc())
                     .limit(sessions)
                 )
@@ -272,7 +288,11 @@ class LearnerModelStore(StoreBase):
         now = utcnow()
         async with self._tx() as s:
             row = await s.get(Learner, learner_id)
-            if row is None or (owner_key_id is not None and row.owner_key_id != owner_key_id):
+            if (
+                row is None
+                or row.erased
+                or (owner_key_id is not None and row.owner_key_id != owner_key_id)
+            ):
                 raise NotFoundError(f"no learner {learner_id!r}")
             info = learner_info(row)
             sessions = list(

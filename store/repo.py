@@ -260,17 +260,15 @@ class Store(
             How many sessions were marked.
         """
         async with self._tx() as s:
+            # Only the rows this UPDATE changed get a report job: another server process
+            # failing the same sessions at once adds none twice.
             ids = list(
                 await s.scalars(
-                    select(TutorSession.id).where(TutorSession.status.in_(LIVE_STATUSES))
+                    update(TutorSession)
+                    .where(TutorSession.status.in_(LIVE_STATUSES))
+                    .values(status="failed", ended_at=utcnow(), end_reason=end_reason[:200])
+                    .returning(TutorSession.id)
                 )
             )
-            if not ids:
-                return 0
-            result = await s.execute(
-                update(TutorSession)
-                .where(TutorSession.id.in_(ids), TutorSession.status.in_(LIVE_STATUSES))
-                .values(status="failed", ended_at=utcnow(), end_reason=end_reason[:200])
-            )
             s.add_all(SessionReport(session_id=i, status="pending", attempts=0) for i in ids)
-            return cast(CursorResult[Any], result).rowcount
+            return len(ids)

@@ -108,3 +108,12 @@ def test_every_plan_names_known_tiers_and_keys_match_plans() -> None:
         get_plan("platinum")
     assert key_may_grant("*", "dpe_live") and key_may_grant("free, ground_school", "ground_school")
     assert not key_may_grant("free", "ground_school")
+
+
+async def test_a_review_session_needs_a_cascaded_tier(api: Api, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test-openai")
+    learner = await api.learner(target_language="en", plan="checkride_prep")
+    body = {**BODY, "tier": "realtime", "learner_id": learner, "mode": "review"}
+    r = await api.client.post(f"{V1}/sessions", json=body, headers=api.a)
+    assert_error(r, 422, "invalid_request")
+    assert "speech-to-speech" in r.json()["message"]

@@ -116,11 +116,22 @@ async def test_a_replayed_webhook_gets_the_same_answer_and_no_second_session(lin
 
 
 async def test_callers_who_withhold_their_number_share_one_guest_per_line(line_api):
+    from contracts.assessment import AcsGrade, Assessment
+
     sessions = []
     for n in range(2):
         params = {"CallSid": f"CA{n}" + "8" * 31, "From": "anonymous", "To": "+15550001000"}
         r = await _post(line_api, params, PUBLIC + VOICE)
         assert r.status_code == 200 and _stream(r.text)
-        sessions.append(line_api.sup.calls[-1][1].session_id)
+        sid = line_api.sup.calls[-1][1].session_id
+        sessions.append(sid)
+        if n == 0:  # the first caller got an answer wrong, then hung up
+            grade = AcsGrade("PA.I.A.1", "PA.I.A", "Q?", "unsatisfactory", ("x",), "ref", "src")
+            wrong = Assessment(kind="acs", text="no idea", grade=grade)
+            await line_api.store.add_assessment(sid, wrong.to_dict(), 1)
+            await line_api.sup.end(sid, "caller hung up")
     learners = {(await line_api.store.get_session(s)).learner_id for s in sessions}  # type: ignore[union-attr]
     assert len(learners) == 1
+    # A shared guest's history is other callers': no session starts from it.
+    memory = line_api.sup.calls[-1][1].memory
+    assert memory["returning"] is False and not memory["review"] and memory["name"] is None

@@ -29,6 +29,19 @@ SECRETS = {
 }
 
 
+def test_the_servers_dotenv_passes_the_same_filter(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "DATABASE_URL=postgresql://u:pw@db/v\nVOXTUTOR_HOME=/models\nTWILIO_AUTH_TOKEN=t\n"
+        "VOXTUTOR_LIMITS_URL=async+redis://:pw@r:6379\nOPENAI_API_KEY=sk-file\n"
+    )
+    local = session_env("local", {"PATH": "/bin", "VOXTUTOR_HOME": "/env-wins"}, dotenv)
+    assert local == {"PATH": "/bin", "VOXTUTOR_HOME": "/env-wins", "VOXTUTOR_DOTENV": "false"}
+    cloud = session_env("cloud", {"PATH": "/bin"}, dotenv)
+    assert cloud["VOXTUTOR_HOME"] == "/models" and cloud["OPENAI_API_KEY"] == "sk-file"
+    assert not {"DATABASE_URL", "TWILIO_AUTH_TOKEN", "VOXTUTOR_LIMITS_URL"} & set(cloud)
+
+
 def test_each_kind_gets_only_the_keys_its_tiers_need() -> None:
     server = {
         **SECRETS,
@@ -38,11 +51,11 @@ def test_each_kind_gets_only_the_keys_its_tiers_need() -> None:
         "DAILY_API_KEY": "d-1",
         "AWS_SECRET_ACCESS_KEY": "aws",
     }
-    local = session_env("local", server)
-    assert local == {"PATH": "/usr/bin", "VOXTUTOR_HOME": "/h"}
-    cloud = session_env("cloud", server)
+    local = session_env("local", server, dotenv=None)
+    assert local == {"PATH": "/usr/bin", "VOXTUTOR_HOME": "/h", "VOXTUTOR_DOTENV": "false"}
+    cloud = session_env("cloud", server, dotenv=None)
     assert cloud["OPENAI_API_KEY"] == "sk-1" and cloud["DAILY_API_KEY"] == "d-1"
-    phone = session_env("phone", server)
+    phone = session_env("phone", server, dotenv=None)
     assert "OPENAI_API_KEY" in phone and "DAILY_API_KEY" not in phone
     for env in (local, cloud, phone):
         assert not set(SECRETS) & set(env) and "AWS_SECRET_ACCESS_KEY" not in env
