@@ -72,7 +72,9 @@ async def test_ids_and_credentials_a_database_cannot_hold_never_reach_it(api: Ap
     r = await api.client.get(f"{V1}/sessions", params={"learner_id": "\x00"}, headers=api.a)
     assert r.status_code == 200 and r.json()["total"] == 0
     r = await api.client.post(
-        f"{V1}/sessions/%00/offer", params={"token": "a\x00b"}, json={"sdp": "v=0", "type": "offer"}
+        f"{V1}/sessions/%00/offer",
+        headers={"Authorization": "Bearer a\xe9b".encode("latin-1")},
+        json={"sdp": "v=0", "type": "offer"},
     )
     assert_error(r, 403)
     assert_error(

@@ -66,7 +66,7 @@ async def test_server_runs_a_webrtc_session_from_the_api(tmp_path, librivox):
             await pc.setLocalDescription(await pc.createOffer())
             r = await http.post(
                 connect["offer_url"],
-                params={"token": connect["token"]},
+                headers={"Authorization": f"Bearer {connect['token']}"},
                 json={"sdp": pc.localDescription.sdp, "type": "offer"},
             )
             assert r.status_code == 200, r.text
