@@ -90,6 +90,15 @@ class LearnerMemory:
         """The JSON form carried in :attr:`contracts.session_spec.SessionSpec.memory`."""
         return asdict(self)
 
+    @property
+    def blank(self) -> bool:
+        """Nothing to tell the model: a new learner without interests, weaknesses or reviews.
+
+        A blank memory adds no record and no instruction, so the session's opening is the
+        persona's own, which the server has warmed already.
+        """
+        return not (self.returning or self.interests or self.weaknesses or self.review)
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> LearnerMemory | None:
         """Read :meth:`to_json`'s form back (bounds applied again); ``None`` for ``None``."""
@@ -195,10 +204,10 @@ def memory_from_model(
 def memory_instruction(persona: Persona, memory: LearnerMemory | None) -> str:
     """What the instructions say about the learner record: closed-set values only.
 
-    Returns ``""`` without a memory. Never contains the learner's name, interests, rules or
-    sentences (those are in :func:`memory_messages`).
+    Returns ``""`` without a memory (or a blank one). Never contains the learner's name,
+    interests, rules or sentences (those are in :func:`memory_messages`).
     """
-    if memory is None:
+    if memory is None or memory.blank:
         return ""
     parts = [
         f"A message marked {RECORD_LABEL} holds what is stored about this learner as JSON. "
@@ -225,7 +234,7 @@ def memory_messages(memory: LearnerMemory | None) -> list[dict[str, str]]:
     The learner's own role: nothing in it outranks what the learner could say. Review items
     and weaknesses are dropped from the end until it fits :data:`MAX_RECORD_CHARS`.
     """
-    if memory is None:
+    if memory is None or memory.blank:
         return []
     record: dict[str, Any] = {
         "name": memory.name,

@@ -131,3 +131,13 @@ def test_names_are_one_short_printable_line(name: str) -> None:
     memory = LearnerMemory.from_json({"name": name, "returning": True})
     assert memory is not None and memory.name is not None
     assert "\n" not in memory.name and "\x00" not in memory.name and len(memory.name) <= 40
+
+
+def test_a_new_learner_adds_nothing_so_the_warmed_opening_is_reused() -> None:
+    persona = load_persona("german-tutor")
+    new = LearnerMemory(name="Eva", sessions=0)
+    assert new.blank and memory_messages(new) == []
+    assert opening_messages(persona_for(persona, new), "A2", memory_messages(new)) == (
+        opening_messages(persona, "A2")
+    )
+    assert not LearnerMemory(name="Eva", interests=("Jazz",)).blank
