@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -13,6 +15,21 @@ from config.plans import PlanError, get_plan, key_may_grant, load_plans
 from store import ApiKeyInfo, ConflictError, LimitError, NotFoundError
 
 router = APIRouter(tags=["learners"], responses=error_responses(429, 500))
+
+
+@contextmanager
+def known_learner(learner_id: str) -> Iterator[None]:
+    """Answer 404 ``learner_not_found`` for a bad id or a learner the store does not find.
+
+    Raised for an id that is no UUID, and for the store's ``NotFoundError`` (unknown, or
+    another key's learner) inside the block.
+    """
+    if not is_uuid(learner_id):
+        raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}")
+    try:
+        yield
+    except NotFoundError:
+        raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}") from None
 
 
 def grantable_plan(key: ApiKeyInfo, plan: str) -> str:
@@ -119,20 +136,17 @@ async def patch_learner(learner_id: str, body: LearnerPatch, key: ApiKey, ctx: C
     from the next session. A plan must be one the calling key may grant (403
     ``plan_not_allowed``). Fields left out are kept.
     """
-    if not is_uuid(learner_id):
-        raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}")
     plan = grantable_plan(key, body.plan) if body.plan is not None else None
     try:
-        learner = await ctx.store.update_learner(
-            learner_id,
-            key.id,
-            name=body.name,
-            cefr_level=body.cefr_level,
-            interests=body.interests,
-            plan=plan,
-        )
-    except NotFoundError:
-        raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}") from None
+        with known_learner(learner_id):
+            learner = await ctx.store.update_learner(
+                learner_id,
+                key.id,
+                name=body.name,
+                cefr_level=body.cefr_level,
+                interests=body.interests,
+                plan=plan,
+            )
     except ValueError as e:
         raise ApiError(422, "invalid_request", str(e)) from None
     return LearnerOut.of(learner)
@@ -150,12 +164,8 @@ async def learner_progress(learner_id: str, key: ApiKey, ctx: Ctx) -> LearnerPro
     Level with evidence, weaknesses, review items and ACS mastery, all counted from the
     stored sessions, mistakes, grades and reviews.
     """
-    if not is_uuid(learner_id):
-        raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}")
-    try:
+    with known_learner(learner_id):
         model = await ctx.store.learner_model(learner_id, key.id)
-    except NotFoundError:
-        raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}") from None
     due = await ctx.store.due_review_items(learner_id, limit=10)
     return LearnerProgress(**model, due_items=[d.to_dict() for d in due])
 
@@ -171,12 +181,8 @@ async def export_learner(learner_id: str, key: ApiKey, ctx: Ctx) -> dict[str, An
     The learner, their level history, every session (turns, mistakes, ACS grades, events,
     usage, report) and their review items with every rating.
     """
-    if not is_uuid(learner_id):
-        raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}")
-    try:
+    with known_learner(learner_id):
         return await ctx.store.export_learner(learner_id, key.id)
-    except NotFoundError:
-        raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}") from None
 
 
 @router.delete(
@@ -191,12 +197,9 @@ async def erase_learner(learner_id: str, key: ApiKey, ctx: Ctx) -> Response:
     Their sessions' usage stays, without content, as anonymous totals for billing. 409
     ``learner_in_session`` while a session of theirs is live.
     """
-    if not is_uuid(learner_id):
-        raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}")
     try:
-        await ctx.store.erase_learner(learner_id, key.id)
-    except NotFoundError:
-        raise ApiError(404, "learner_not_found", f"no learner {learner_id!r}") from None
+        with known_learner(learner_id):
+            await ctx.store.erase_learner(learner_id, key.id)
     except ConflictError as e:
         raise ApiError(409, "learner_in_session", str(e)) from None
     return Response(status_code=204)

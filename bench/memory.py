@@ -27,12 +27,12 @@ from rich.table import Table
 
 from config.personas import load_persona
 from config.settings import Settings, get_settings
-from contracts.assessment import Assessment, Correction
 from pipelines.local import local_llm, opening_messages
 from pipelines.memory import memory_from_model, memory_messages, persona_for
 from runtime.report_jobs import ReportWorker
 from services.llama_server import warm_up
 from store import Store
+from testkit.memory import learner_with_mistakes
 from weights.registry import model_path
 
 SIZES = (0, 10, 100, 1000)
@@ -40,30 +40,16 @@ SIZES = (0, 10, 100, 1000)
 
 async def seed(store: Store, key_id: str, n: int) -> tuple[str, str]:
     """A learner with ``n`` mistakes over one ended session (ten learner turns)."""
-    learner = await store.create_learner(key_id, f"Learner {n}", "de", interests=["Fußball"])
-    session, _ = await store.create_session(learner.id, key_id, "german-tutor", "local", "file")
-    for i in range(10):
-        await store.add_turn(session.id, {"index": 2 * i, "role": "bot", "text": "Und dann?"})
-        said = f"Ich fahre jeden Tag mit der Bus zur Arbeit, Nummer {i}."
-        await store.add_turn(session.id, {"index": 2 * i + 1, "role": "learner", "text": said})
-    for i in range(n):
-        wrong = f"Am Montag {i} fahre ich mit der Bus zu meine Oma nach Hamburg und Berlin."
-        a = Assessment(
-            kind="gec",
-            text=wrong,
-            corrected=wrong.replace("der Bus", "dem Bus"),
-            errors=(
-                Correction(
-                    f"der Bus {i}",
-                    f"dem Bus {i}",
-                    "mit always takes the dative case in German " * 2,
-                    ("case", "gender")[i % 2],
-                ),
-            ),
-        )
-        await store.add_assessment(session.id, a.to_dict(), i % 10)
-    await store.set_session_status(session.id, "ended")
-    return learner.id, session.id
+    return await learner_with_mistakes(
+        store,
+        key_id,
+        n,
+        name=f"Learner {n}",
+        interests=["Fußball"],
+        wrong="Am Montag {i} fahre ich mit der Bus zu meine Oma nach Hamburg und Berlin.",
+        rule="mit always takes the dative case in German " * 2,
+        learner_turns=10,
+    )
 
 
 async def main() -> None:

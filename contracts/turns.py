@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -38,3 +39,15 @@ class TurnRecord:
     def to_dict(self) -> dict[str, Any]:
         """Return the record as JSON-ready dict (the ``transcript.json`` turn schema)."""
         return asdict(self)
+
+
+def learner_turn_index(turns: Sequence[TurnRecord], text: str) -> int | None:
+    """The index of the latest learner turn whose text is ``text`` (an assessment's turn).
+
+    Returns ``None`` when no recorded learner turn matches (the turn was not stored yet).
+    """
+    wanted = text.strip()
+    return next(
+        (t.index for t in reversed(turns) if t.role == "learner" and t.text.strip() == wanted),
+        None,
+    )

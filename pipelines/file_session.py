@@ -26,7 +26,7 @@ from config.personas import Persona, load_persona
 from config.settings import Settings
 from config.tiers import Tier, TierError, get_tier
 from contracts.assessment import Assessment
-from contracts.turns import TurnRecord
+from contracts.turns import TurnRecord, learner_turn_index
 from pipelines.assessment import (
     ExaminerStep,
     TutorStep,
@@ -202,15 +202,7 @@ def _writers(
         await store.add_turn(session_id, turn)
 
     async def on_assessment(assessment: Assessment) -> None:
-        turns = session().recorder.turns
-        index = next(
-            (
-                t.index
-                for t in reversed(turns)
-                if t.role == "learner" and t.text.strip() == assessment.text.strip()
-            ),
-            None,
-        )
+        index = learner_turn_index(session().recorder.turns, assessment.text)
         await store.add_assessment(session_id, assessment.to_dict(), index)
 
     return on_turn, on_assessment

@@ -145,7 +145,7 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     from config.settings import get_settings
     from config.tiers import get_tier
     from contracts.assessment import Assessment
-    from contracts.turns import TurnRecord
+    from contracts.turns import TurnRecord, learner_turn_index
     from observers.usage_meter import usage_observer
     from pipelines.assessment import ExaminerStep, tutoring_step
     from pipelines.local import opening_messages, warm_persona_prompts
@@ -230,14 +230,7 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
     async def on_assessment(assessment: Assessment) -> None:
         session = session_box.get("session")
         turns = session.recorder.turns if session is not None else []
-        index = next(
-            (
-                t.index
-                for t in reversed(turns)
-                if t.role == "learner" and t.text.strip() == assessment.text.strip()
-            ),
-            None,
-        )
+        index = learner_turn_index(turns, assessment.text)
         await store.add_assessment(spec.session_id, assessment.to_dict(), index)
 
     async def on_turn(turn: TurnRecord) -> None:
