@@ -14,8 +14,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pipecat.frames.frames import (
+    AggregatedTextFrame,
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
+    InterruptionFrame,
     MetricsFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
@@ -77,6 +79,10 @@ class TurnRecorderObserver(BaseObserver):
         self._cycle_ttfb: dict[str, int] = {}
         self._turn_ttfb: dict[str, int] | None = None
         self._realtime = False
+        self._in_flight: list[str] = []
+        """The text the TTS made for the bot turn under way, in order (frames are observed
+        on their first push, so not when the transport releases them)."""
+        self._cut_short = False
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -151,8 +157,14 @@ class TurnRecorderObserver(BaseObserver):
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self._bot_speaking = False
             self._bot_end = now
+            self._cut_short = False
             if self._pending_bot is not None:
                 await self._finish_bot(self._pending_bot)
+        elif isinstance(frame, AggregatedTextFrame):
+            # A sentence on its way to be spoken (the TTS's own, or its TTSTextFrame).
+            self._in_flight.append(frame.text)
+        elif isinstance(frame, InterruptionFrame):
+            self._in_flight.clear()  # the transport drops what it had queued
 
     # -- events ---------------------------------------------------------------------------
 
@@ -191,7 +203,11 @@ class TurnRecorderObserver(BaseObserver):
     ) -> None:
         text = message.content.strip()
         if not text:
-            self._bot_start = None
+            # Cut off (a hang-up) before the transport released any of its text: kept for
+            # flush(), which stores the sentence that was being spoken.
+            self._cut_short = message.interrupted and self._bot_speaking
+            if not self._cut_short:
+                self._bot_start = None
             return
         record = TurnRecord(index=-1, role="bot", text=text, interrupted=message.interrupted)
         if self._latency_s is not None:
@@ -205,6 +221,7 @@ class TurnRecorderObserver(BaseObserver):
 
     async def _finish_bot(self, record: TurnRecord) -> None:
         self._pending_bot = None
+        self._in_flight.clear()
         record.index = len(self.turns)
         record.start_ms = self._ms(self._bot_start)
         record.end_ms = self._ms(self._bot_end)
@@ -217,6 +234,17 @@ class TurnRecorderObserver(BaseObserver):
             await self._on_turn(record)
 
     async def flush(self) -> None:
-        """Emit a bot turn still waiting for its audio to stop (call at session end)."""
+        """Emit a bot turn still waiting for its audio to stop (call at session end).
+
+        A turn cut off while its first sentence was playing (the caller hung up) has no
+        released text: it is stored with that sentence, marked interrupted.
+        """
+        if self._bot_speaking and self._bot_end is None:
+            self._bot_end = self._clock()  # the audio stopped with the session
         if self._pending_bot is not None:
             await self._finish_bot(self._pending_bot)
+        elif self._cut_short and self._in_flight:
+            self._cut_short = False
+            cut = TurnRecord(index=-1, role="bot", text=self._in_flight[0], interrupted=True)
+            self._in_flight.clear()
+            await self._finish_bot(cut)

@@ -160,3 +160,21 @@ async def test_telnyx_unknown_caller_picks_the_examiner_on_the_keypad_and_hangs_
     await wait_for(lambda: _ended(app, again_sid), 30)
     info = await app.store.get_session(again_sid)
     assert info.end_reason == "the caller hung up before the stream started"
+
+
+async def test_a_greeting_cut_off_by_a_hang_up_is_stored_as_an_interrupted_turn(app):
+    call_sid = "CA" + "b" * 32
+    r = await app.twilio_webhook(
+        "/api/v1/phone/twilio/voice", {"CallSid": call_sid, "From": KNOWN_CALLER, "To": LINE}
+    )
+    sid = await app.newest_session(app.learner)
+    call = CarrierCall("twilio", stream_url(r.text), call_sid)
+    await call.start()
+    started = time.monotonic()
+    await wait_for(lambda: _true(call.audio_after(started) > 8000), 60)  # 1 s of greeting
+    await call.hang_up()  # mid-greeting
+    await wait_for(lambda: _ended(app, sid), 30)
+    (greeting,) = await app.store.list_turns(sid)
+    # What was spoken before the hang-up, marked interrupted (the greeting runs ~10 s).
+    assert greeting.role == "bot" and greeting.interrupted is True, greeting
+    assert greeting.text.strip(), greeting
