@@ -24,12 +24,15 @@ from loguru import logger
 from sqlalchemy import text
 
 from api import routes_catalog, routes_learners, routes_sessions, routes_usage, routes_webrtc
+from api.billing import StripeBilling
 from api.deps import AppContext, require_api_key
 from api.errors import install_error_handlers
 from api.limits import ApiLimits
 from api.metrics import CONTENT_TYPE, Metrics
 from api.middleware import BodySizeLimitMiddleware, CatchAllMiddleware, SecurityHeadersMiddleware
+from api.routes_billing import router as billing_router
 from api.routes_dialin import router as dialin_router
+from api.routes_learner_phone import router as learner_phone_router
 from api.routes_phone import router as phone_router
 from api.runtime import Runtime, RuntimeFactory, Supervisor, default_runtime
 from api.schemas import Health, Readiness
@@ -114,7 +117,10 @@ def create_app(
                 supervisor=sup,
                 llm_base_url=(llm_base_url or rt.llm_base_url or None),
                 limits=ApiLimits(settings),
+                billing=StripeBilling.from_settings(settings),
             )
+            if app.state.ctx.billing is not None:
+                stack.push_async_callback(app.state.ctx.billing.aclose)
             logger.info(
                 "voxtutor API up (store: {}, sessions: {})",
                 the_store.dialect,
@@ -142,6 +148,7 @@ def create_app(
             {"name": "webrtc", "description": "Browser signalling (session token)."},
             {"name": "catalog", "description": "Personas and tiers."},
             {"name": "usage", "description": "Metered usage and its cost."},
+            {"name": "billing", "description": "Stripe checkout, portal and webhook."},
             {"name": "ops", "description": "Health, readiness, metrics (no auth)."},
         ],
     )
@@ -150,8 +157,10 @@ def create_app(
     install_error_handlers(app)
     for module in (routes_learners, routes_sessions, routes_webrtc, routes_catalog, routes_usage):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(learner_phone_router, prefix=API_PREFIX)
     app.include_router(phone_router, prefix=API_PREFIX)
     app.include_router(dialin_router, prefix=API_PREFIX)
+    app.include_router(billing_router, prefix=API_PREFIX)
     _add_ops_routes(app, public)
     # The browser room (static page; the last route, so the API and ops routes come first).
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")

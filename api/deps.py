@@ -19,6 +19,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from api.billing import StripeBilling
 from api.errors import ApiError
 from api.limits import ApiLimits
 from api.metrics import Metrics
@@ -42,6 +43,7 @@ class AppContext:
         llm_base_url: The local tier's LLM server, or ``None``.
         slots: Session slots reserved by launches in progress (:mod:`api.launch`).
         limits: Request and session-start rate limits (:mod:`api.limits`), or ``None``.
+        billing: Stripe calls (:mod:`api.billing`), or ``None`` without ``STRIPE_SECRET_KEY``.
     """
 
     settings: Settings
@@ -51,6 +53,7 @@ class AppContext:
     llm_base_url: str | None
     slots: SessionSlots = field(default_factory=SessionSlots)
     limits: ApiLimits | None = None
+    billing: StripeBilling | None = None
 
 
 def get_ctx(request: Request) -> AppContext:

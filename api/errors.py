@@ -57,7 +57,8 @@ class QuotaErrorBody(ErrorBody):
         quota: Which limit: ``sessions_per_month`` or ``tts_chars_per_month``.
         limit: The tier's limit.
         used: What the learner has used this calendar month (UTC).
-        upgrade_url: Where to upgrade (setting ``VOXTUTOR_UPGRADE_URL``).
+        upgrade_url: Where to upgrade: ``VOXTUTOR_UPGRADE_URL``, else the learner's Stripe
+            checkout route, else ``/api/v1/plans`` (:func:`api.billing.upgrade_url`).
     """
 
     quota: str
@@ -117,6 +118,7 @@ _DESCRIPTIONS = {
     422: "Malformed JSON, wrong types, unknown fields or invalid values.",
     429: "All session slots are busy; retry after the Retry-After seconds.",
     500: "Unexpected error (logged; never a traceback).",
+    502: "A provider (carrier, payment processor) refused or failed the request.",
     503: "A dependency or the session runtime is unavailable.",
 }
 

@@ -24,6 +24,7 @@ from typing import Protocol
 
 from loguru import logger
 
+from api.billing import upgrade_url
 from api.deps import AppContext
 from api.errors import ApiError
 from api.quotas import quota_refusal
@@ -219,7 +220,7 @@ async def _start(ctx: AppContext, req: LaunchRequest, slot: SlotReservation) -> 
             extra={
                 "plan": plan.name,
                 "tiers": list(plan.tiers),
-                "upgrade_url": ctx.settings.upgrade_url,
+                "upgrade_url": upgrade_url(ctx.settings, learner.id),
             },
         )
     review = req.mode == "review"
@@ -268,7 +269,8 @@ async def _start(ctx: AppContext, req: LaunchRequest, slot: SlotReservation) -> 
                 f"this API key has {e.used} live sessions, its limit",
                 {"Retry-After": "30"},
             ) from None
-        raise LaunchError.from_api_error(quota_refusal(e, ctx.settings.upgrade_url)) from None
+        refusal = quota_refusal(e, upgrade_url(ctx.settings, learner.id))
+        raise LaunchError.from_api_error(refusal) from None
     sid, log = info.id, logger.bind(session_id=info.id)
     room = None
     if req.make_room is not None:

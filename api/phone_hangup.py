@@ -24,7 +24,8 @@ TELNYX_API = "https://api.telnyx.com"
 TIMEOUT_S = 10.0
 
 
-def _secret(value: object) -> str | None:
+def secret_value(value: object) -> str | None:
+    """The plain text of a ``SecretStr`` setting (or plain value); ``None`` when unset."""
     getter = getattr(value, "get_secret_value", None)
     return getter() if getter is not None else (str(value) if value else None)
 
@@ -35,17 +36,18 @@ async def hang_up(carrier: str, call_id: str, settings: Settings) -> bool:
     Failures are logged, never raised: the call ends with its media stream anyway.
     """
     if carrier == "twilio":
-        token, sid = _secret(settings.twilio_auth_token), settings.twilio_account_sid
+        token, sid = secret_value(settings.twilio_auth_token), settings.twilio_account_sid
         if not (token and sid):
             return False
         base = (settings.twilio_api_base_url or TWILIO_API).rstrip("/")
         url = f"{base}/2010-04-01/Accounts/{sid}/Calls/{call_id}.json"
         request = {"data": {"Status": "completed"}, "auth": (sid, token)}
     elif carrier == "telnyx":
-        key = _secret(settings.telnyx_api_key)
+        key = secret_value(settings.telnyx_api_key)
         if not key:
             return False
-        url = f"{TELNYX_API}/v2/calls/{call_id}/actions/hangup"
+        base = (settings.telnyx_api_base_url or TELNYX_API).rstrip("/")
+        url = f"{base}/v2/calls/{call_id}/actions/hangup"
         request = {"json": {}, "headers": {"Authorization": f"Bearer {key}"}}
     else:
         return False

@@ -12,7 +12,7 @@ from api.deps import ApiKey, Ctx, is_uuid
 from api.errors import ApiError, error_responses
 from api.schemas import LearnerCreate, LearnerOut, LearnerPatch, LearnerProgress, PlanOut
 from config.plans import PlanError, get_plan, key_may_grant, load_plans
-from store import ApiKeyInfo, ConflictError, LimitError, NotFoundError
+from store import ApiKeyInfo, ConflictError, LimitError, NotFoundError, SubscriptionActiveError
 
 router = APIRouter(tags=["learners"], responses=error_responses(429, 500))
 
@@ -76,13 +76,13 @@ async def plans(key: ApiKey) -> list[PlanOut]:
     "/learners",
     status_code=201,
     response_model=LearnerOut,
-    responses=error_responses(401, 403, 409, 413, 422),
+    responses=error_responses(401, 403, 413, 422),
     summary="Create a learner",
 )
 async def create_learner(
     body: LearnerCreate, key: ApiKey, ctx: Ctx, response: Response
 ) -> LearnerOut:
-    """Create a learner owned by the calling key (409 if the phone number is taken).
+    """Create a learner owned by the calling key (a phone number is added and proved later).
 
     The plan must be one the key may grant (403 ``plan_not_allowed``); a key has at most
     ``VOXTUTOR_MAX_LEARNERS_PER_KEY`` learners (403 ``learner_limit``).
@@ -95,12 +95,9 @@ async def create_learner(
             body.target_language,
             body.cefr_level,
             body.interests,
-            body.phone,
             plan=plan,
             max_per_key=ctx.settings.max_learners_per_key,
         )
-    except ConflictError as e:
-        raise ApiError(409, "phone_in_use", str(e)) from None
     except LimitError as e:
         raise ApiError(403, "learner_limit", str(e)) from None
     except ValueError as e:
@@ -126,7 +123,7 @@ async def get_learner(learner_id: str, key: ApiKey, ctx: Ctx) -> LearnerOut:
 @router.patch(
     "/learners/{learner_id}",
     response_model=LearnerOut,
-    responses=error_responses(401, 403, 404, 413, 422),
+    responses=error_responses(401, 403, 404, 409, 413, 422),
     summary="Change a learner's name, level, interests or plan",
 )
 async def patch_learner(learner_id: str, body: LearnerPatch, key: ApiKey, ctx: Ctx) -> LearnerOut:
@@ -134,7 +131,8 @@ async def patch_learner(learner_id: str, body: LearnerPatch, key: ApiKey, ctx: C
 
     A level set here goes into the level history (source ``set``); the tutor speaks at it
     from the next session. A plan must be one the calling key may grant (403
-    ``plan_not_allowed``). Fields left out are kept.
+    ``plan_not_allowed``), and cannot change while a Stripe subscription holds the learner's
+    plan (409 ``plan_managed_by_billing``: the portal changes it). Fields left out are kept.
     """
     plan = grantable_plan(key, body.plan) if body.plan is not None else None
     try:
@@ -147,6 +145,8 @@ async def patch_learner(learner_id: str, body: LearnerPatch, key: ApiKey, ctx: C
                 interests=body.interests,
                 plan=plan,
             )
+    except SubscriptionActiveError as e:
+        raise ApiError(409, "plan_managed_by_billing", str(e)) from None
     except ValueError as e:
         raise ApiError(422, "invalid_request", str(e)) from None
     return LearnerOut.of(learner)
@@ -195,11 +195,14 @@ async def erase_learner(learner_id: str, key: ApiKey, ctx: Ctx) -> Response:
     """Erase the learner and everything about them (``store.erasure``).
 
     Their sessions' usage stays, without content, as anonymous totals for billing. 409
-    ``learner_in_session`` while a session of theirs is live.
+    ``learner_in_session`` while a session of theirs is live, ``subscription_active`` while a
+    Stripe subscription pays for their plan (cancel it in the portal first).
     """
     try:
         with known_learner(learner_id):
             await ctx.store.erase_learner(learner_id, key.id)
+    except SubscriptionActiveError as e:
+        raise ApiError(409, "subscription_active", str(e)) from None
     except ConflictError as e:
         raise ApiError(409, "learner_in_session", str(e)) from None
     return Response(status_code=204)

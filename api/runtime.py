@@ -203,6 +203,7 @@ async def default_runtime(
     """
     from pipelines.local import local_llm, warm_persona_prompts
     from runtime.housekeeping import housekeeping
+    from runtime.outbox import Outbox, store_writes
     from runtime.report_jobs import ReportWorker
     from runtime.supervisor import SessionSupervisor
     from transports.daily import release_session_room
@@ -210,6 +211,11 @@ async def default_runtime(
     stale = await store.fail_live_sessions("server restarted")
     if stale:
         logger.warning(f"marked {stale} session(s) left live by a previous server as failed")
+    # Session writes the database cannot take now wait here (and survive a restart).
+    outbox = Outbox(
+        settings.home / "store-outbox.sqlite3", store_writes(store), settings.outbox_retry_s
+    )
+    outbox.start()
     async with local_llm(settings) as base_url, _turn_service(settings) as turn_url:
         supervisor = SessionSupervisor(
             store,
@@ -219,6 +225,8 @@ async def default_runtime(
             on_turn=lambda _sid, turn: metrics.observe_turn(turn),
             on_ended=partial(release_session_room, api_url=settings.daily_api_url),
             turn_url=turn_url,
+            outbox=outbox,
+            memory_limit_mb=settings.session_memory_limit_mb,
         )
         supervisor.start_spare()  # every kind in spares
         # Each persona's prompt is evaluated once now, so no session's first turn pays for it.
@@ -246,6 +254,7 @@ async def default_runtime(
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            await outbox.close()
 
 
 def _persona_openings() -> dict[str, list[dict[str, str]]]:

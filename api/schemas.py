@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from store import LearnerInfo, SessionInfo
 
@@ -51,10 +51,19 @@ class LearnerCreate(_Request):
     )
     phone: Text | None = Field(
         default=None,
-        pattern=r"^\+[1-9][0-9]{1,14}$",
-        description="E.164 number identifying the learner on calls; unique.",
-        examples=["+420601123456"],
+        description="Not accepted: a number becomes the learner's once proved with a code "
+        "called to it (`POST /api/v1/learners/{id}/phone`).",
     )
+
+    @field_validator("phone")
+    @classmethod
+    def _phone_is_proved_elsewhere(cls, value: str | None) -> None:
+        if value is not None:
+            raise ValueError(
+                "a phone number is added with POST /api/v1/learners/{id}/phone, which calls "
+                "it with a code to enter (nobody can claim a number they do not answer)"
+            )
+
     plan: Text | None = Field(
         default=None,
         max_length=32,
@@ -64,7 +73,7 @@ class LearnerCreate(_Request):
 
 
 class LearnerOut(BaseModel):
-    """A learner."""
+    """A learner; ``phone`` is their verified number (calls from it reach them), or null."""
 
     id: str
     name: str

@@ -36,6 +36,10 @@ class Plan(BaseModel):
             ``None`` for unlimited.
         tts_chars_per_month: Characters TTS may speak per learner per month over all tiers,
             ``None`` for unlimited.
+        stripe_price_lookup_key: The ``lookup_key`` of the Stripe Price a learner pays for it
+            (https://docs.stripe.com/products-prices/manage-prices#lookup-keys), ``None`` for a
+            plan that is not for sale (``free``). Checkout resolves it to the price's id, and a
+            subscription's price maps back to the plan through it (:mod:`api.billing`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -45,6 +49,7 @@ class Plan(BaseModel):
     tiers: tuple[str, ...] = Field(min_length=1)
     sessions_per_month: int | None = Field(default=None, ge=1)
     tts_chars_per_month: int | None = Field(default=None, ge=1)
+    stripe_price_lookup_key: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 @lru_cache(maxsize=4)
@@ -71,6 +76,9 @@ def load_plans(path: Path = PLANS_FILE) -> dict[str, Plan]:
         if unknown:
             raise PlanError(f"{path}: plan {name!r} names unknown tiers {unknown}")
         plans[name] = plan
+    keys = [p.stripe_price_lookup_key for p in plans.values() if p.stripe_price_lookup_key]
+    if len(keys) != len(set(keys)):
+        raise PlanError(f"{path}: two plans share a stripe_price_lookup_key")
     return plans
 
 
@@ -84,6 +92,11 @@ def get_plan(name: str) -> Plan:
     if name not in plans:
         raise PlanError(f"unknown plan {name!r}; known: {', '.join(plans)}")
     return plans[name]
+
+
+def plan_for_price(lookup_key: str) -> Plan | None:
+    """The plan sold at the Stripe Price with ``lookup_key``, or ``None`` if no plan is."""
+    return next((p for p in load_plans().values() if p.stripe_price_lookup_key == lookup_key), None)
 
 
 def key_may_grant(key_plans: str, plan: str) -> bool:

@@ -101,6 +101,11 @@ class Settings(BaseSettings):
         limits_url: Where the rate counters live: ``None`` in memory (one server process),
             ``async+redis://host:6379`` to share them between processes.
         max_session_minutes: The longest a session runs; then the tutor says goodbye.
+        session_memory_limit_mb: Address-space limit of each session process, MiB
+            (``RLIMIT_AS``, :mod:`runtime.memory_limit`); a session that needs more ends
+            (failed) and frees its slot. ``None``: no limit.
+        outbox_retry_s: Seconds between retries of session writes queued while the database
+            is unreachable (:mod:`runtime.outbox`).
         revocation_poll_s: How often the server looks for sessions of revoked API keys (and
             ends them), s.
         transcript_retention_days: Delete the turns of sessions that ended longer ago than
@@ -135,7 +140,10 @@ class Settings(BaseSettings):
         daily_dialin_hmac: Base64 secret checking ``X-Pinless-Signature`` on Daily's
             pinless dial-in webhook (``DAILY_DIALIN_HMAC``: the ``hmac`` of the domain's
             ``pinless_dialin`` config); unset → Daily dial-in calls are refused.
-        upgrade_url: Where a learner over a tier quota is sent (``upgrade_url`` in 402 bodies).
+        upgrade_url: The operator's pricing page, where a learner over a quota or outside
+            their plan is sent (``upgrade_url`` in 402 ``quota_exceeded`` and 403
+            ``tier_not_entitled`` bodies). ``None``: the learner's checkout route when Stripe
+            is configured, else ``/api/v1/plans`` (:func:`api.billing.upgrade_url`).
         phone_public_url: Public base URL the carriers reach this server at (e.g.
             ``https://tutor.example.com``): Twilio signs the webhook URL it called, and the
             media-stream URL handed to the carrier is built from it. ``None`` → the request's
@@ -149,11 +157,25 @@ class Settings(BaseSettings):
             are refused.
         telnyx_api_key: Hangs up Telnyx calls over REST when the session ends
             (``TELNYX_API_KEY``); unset → the call ends when the media stream closes.
+        stripe_secret_key: Stripe secret API key (``STRIPE_SECRET_KEY``, ``sk_live_…`` or
+            ``sk_test_…``); unset → the billing routes answer 503 ``billing_unavailable``.
+            Server only: never passed to session processes (:mod:`runtime.session_env`).
+        stripe_webhook_secret: Signing secret of the Stripe webhook endpoint
+            (``STRIPE_WEBHOOK_SECRET``, ``whsec_…``) that ``Stripe-Signature`` is checked
+            with; unset → the webhook answers 503. Server only.
+        stripe_api_base: Base address of the Stripe API for the ``stripe`` library
+            (``VOXTUTOR_STRIPE_API_BASE``); ``None`` = ``https://api.stripe.com``. Tests point
+            it at a loopback fake (``testkit/providers/stripe_fake.py``).
         phone_lines: Per dialled number (E.164, e.g. ``+4930123456``): default persona and tier.
         phone_default_tier: Tier of calls to numbers without a ``phone_lines`` entry.
         phone_menu: Personas offered by the keypad menu, in digit order (1, 2, 3, …).
         phone_stream_ttl_s: Seconds a call's media-stream URL stays valid after the webhook;
             a call whose stream has not connected by then is ended.
+        phone_verify_from: The number verification calls come from (one of your carrier
+            numbers, E.164); ``None`` → the first ``phone_lines`` number.
+        telnyx_texml_connection_id: The TeXML application id that places Telnyx verification
+            calls (``TELNYX_TEXML_CONNECTION_ID``); Twilio is used when its SID and token are set.
+        telnyx_api_base_url: Telnyx REST base; ``None`` = ``https://api.telnyx.com``.
     """
 
     model_config = SettingsConfigDict(env_prefix="VOXTUTOR_", env_file=".env", extra="ignore")
@@ -193,6 +215,8 @@ class Settings(BaseSettings):
     max_sessions_per_key: int = Field(default=50, ge=1)
     limits_url: str | None = None
     max_session_minutes: float = Field(default=60.0, gt=0)
+    session_memory_limit_mb: int | None = Field(default=8192, ge=256)
+    outbox_retry_s: float = Field(default=2.0, gt=0)
     revocation_poll_s: float = Field(default=10.0, gt=0)
     transcript_retention_days: float | None = Field(default=None, gt=0)
     webrtc_private_candidates: bool = False
@@ -214,7 +238,7 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("DAILY_DIALIN_HMAC", "VOXTUTOR_DAILY_DIALIN_HMAC"),
     )
-    upgrade_url: str = "/pricing"
+    upgrade_url: str | None = None
     phone_public_url: str | None = None
     twilio_auth_token: SecretStr | None = Field(
         default=None,
@@ -232,6 +256,15 @@ class Settings(BaseSettings):
     telnyx_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("TELNYX_API_KEY", "VOXTUTOR_TELNYX_API_KEY")
     )
+    stripe_secret_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STRIPE_SECRET_KEY", "VOXTUTOR_STRIPE_SECRET_KEY"),
+    )
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET", "VOXTUTOR_STRIPE_WEBHOOK_SECRET"),
+    )
+    stripe_api_base: str | None = None
     phone_lines: dict[str, PhoneLine] = Field(default_factory=dict)
     phone_default_tier: str = "local"
     phone_menu: list[str] = Field(
@@ -240,6 +273,14 @@ class Settings(BaseSettings):
         max_length=9,
     )
     phone_stream_ttl_s: float = Field(default=30.0, gt=0)
+    phone_verify_from: str | None = None
+    telnyx_texml_connection_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "TELNYX_TEXML_CONNECTION_ID", "VOXTUTOR_TELNYX_TEXML_CONNECTION_ID"
+        ),
+    )
+    telnyx_api_base_url: str | None = None
 
     @field_validator("home")
     @classmethod

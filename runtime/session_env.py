@@ -5,7 +5,8 @@ little as possible: the variables a Python process and voxtutor's settings need,
 provider keys of the tiers it may serve — none for a ``local`` process (its chains are all
 local), every cloud provider's for a ``cloud`` or ``phone`` process (a warm spare serves any
 cloud tier), plus ``DAILY_API_KEY`` for ``cloud`` (Daily rooms and dial-in). Never the
-database URL, the carriers' webhook secrets or the Daily dial-in HMAC: those stay with the
+database URL, the carriers' webhook secrets, the Daily dial-in HMAC or Stripe's secret key
+and webhook secret (``STRIPE_SECRET_KEY``, ``STRIPE_WEBHOOK_SECRET``): those stay with the
 server (the process writes through the server, :mod:`runtime.store_relay`).
 """
 
@@ -51,8 +52,9 @@ SERVER_ONLY = frozenset(
         "VOXTUTOR_TWILIO_ACCOUNT_SID",
         "VOXTUTOR_TELNYX_PUBLIC_KEY",
         "VOXTUTOR_TELNYX_API_KEY",
+        "VOXTUTOR_TELNYX_TEXML_CONNECTION_ID",
         "VOXTUTOR_DAILY_DIALIN_HMAC",
-        "VOXTUTOR_STRIPE_API_KEY",
+        "VOXTUTOR_STRIPE_SECRET_KEY",
         "VOXTUTOR_STRIPE_WEBHOOK_SECRET",
         "VOXTUTOR_LIMITS_URL",
     }

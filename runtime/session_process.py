@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from contracts.session_spec import SessionSpec
+from runtime.memory_limit import apply_memory_limit
 
 if TYPE_CHECKING:
     from config.personas import Persona
@@ -498,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logger.remove()
     logger.add(sys.stderr, level="INFO", format="{time} {level} [{extra[session_id]}] {message}")
+    if (limit := apply_memory_limit()) is not None:
+        logger.bind(session_id="-").info("address space limited to {} MiB", limit >> 20)
     if args[0] == "--stdin":  # the server's way: the spec is the first line on stdin
         logger.configure(extra={"session_id": "starting"})
         return asyncio.run(run_from_stdin())

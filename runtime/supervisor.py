@@ -17,6 +17,7 @@ import itertools
 import json
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,6 +26,8 @@ from typing import Any
 from loguru import logger
 
 from contracts.session_spec import SessionSpec
+from runtime.memory_limit import MEMORY_LIMIT_ENV
+from runtime.outbox import Outbox
 from runtime.protocol import CapacityError, SessionNotRunningError, SessionRequestError
 from runtime.session_env import session_env
 from runtime.store_relay import RELAYED_CALLS
@@ -106,6 +109,10 @@ class SessionSupervisor:
             caller cleans up. Errors are logged, never raised.
         turn_url: The shared smart-turn service every session asks (set on each spec that
             names none), or ``None``: each session runs its own model.
+        outbox: Where session writes wait while the database is unreachable
+            (:mod:`runtime.outbox`); ``None`` → written directly, lost in an outage.
+        memory_limit_mb: Address-space limit of each session process, MiB (``RLIMIT_AS``,
+            set by the process on itself before it imports anything); ``None``: none.
     """
 
     def __init__(
@@ -120,8 +127,12 @@ class SessionSupervisor:
         on_ready: Callable[[float], None] | None = None,
         on_ended: Callable[[SessionSpec], Awaitable[object]] | None = None,
         turn_url: str | None = None,
+        outbox: Outbox | None = None,
+        memory_limit_mb: int | None = None,
     ):
         self.on_turn = on_turn
+        self.outbox = outbox
+        self.memory_limit_mb = memory_limit_mb
         self.on_ready = on_ready
         self.on_ended = on_ended
         self.turn_url = turn_url
@@ -245,10 +256,16 @@ class SessionSupervisor:
             return await asyncio.create_subprocess_exec(
                 self.python, "-m", "runtime.session_process", arg,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
-                env=session_env(kind), limit=MAX_LINE_BYTES,
+                env=self._env(kind), limit=MAX_LINE_BYTES,
             )  # fmt: skip
         finally:
             log.close()
+
+    def _env(self, kind: str) -> dict[str, str]:
+        env = session_env(kind)
+        if self.memory_limit_mb is not None:
+            env[MEMORY_LIMIT_ENV] = str(self.memory_limit_mb)
+        return env
 
     def spare_pids(self) -> dict[str, int]:
         """PIDs of the spare processes that have finished preloading, by kind."""
@@ -341,8 +358,13 @@ class SessionSupervisor:
         if call not in RELAYED_CALLS or not isinstance(args, list) or args[:1] != [sid]:
             logger.warning(f"session {sid}: refused store write {str(msg)[:120]!r}")
             return
+        # A usage row gets the write's id, so a retry from the outbox cannot count it twice.
+        kwargs = {"write_id": str(uuid.uuid4())} if call == "add_usage_event" else {}
         try:
-            await getattr(self.store, call)(*args)
+            if self.outbox is not None:
+                await self.outbox.write(call, args, kwargs)
+            else:
+                await getattr(self.store, call)(*args, **kwargs)
         except Exception as e:  # a bad row must not stop the session's other writes
             logger.error(f"session {sid}: store {call} failed: {e!r}")
             return

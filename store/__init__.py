@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 
 from config.database import default_database_url, normalize_url
+from store.billing import BillingAccount, BillingChange, SubscriptionActiveError
 from store.db import create_engine, migrate
 from store.records import (
     ApiKeyInfo,
@@ -35,6 +36,8 @@ from store.repo import Store
 
 __all__ = [
     "ApiKeyInfo",
+    "BillingAccount",
+    "BillingChange",
     "ConflictError",
     "LatencySummary",
     "LearnerInfo",
@@ -44,6 +47,7 @@ __all__ = [
     "SessionInfo",
     "Store",
     "StoreError",
+    "SubscriptionActiveError",
     "TurnInfo",
     "UsageEventInfo",
     "create_api_key_sync",

@@ -155,7 +155,9 @@ class AccountStore(StoreBase):
             target_language: ``en``, ``de`` or ``cs``.
             cefr_level: ``A1`` … ``C2`` (case-insensitive).
             interests: Topics for conversation.
-            phone: Phone number identifying the learner on calls (unique; blank → ``None``).
+            phone: A number the caller id itself proves (the guest of an unknown caller);
+                stored as verified. A learner's own number is proved with a code
+                (:mod:`store.phone_identity`). Unique per key; blank → ``None``.
             plan: The learner's plan (``config/plans.yaml``; the caller checks the key may
                 grant it).
             max_per_key: Refuse when the key already has this many learners.
@@ -164,7 +166,7 @@ class AccountStore(StoreBase):
             LimitError: the key has ``max_per_key`` learners already.
             ValueError: If a field is invalid.
             NotFoundError: If the owner key does not exist.
-            ConflictError: If the phone number belongs to another learner.
+            ConflictError: If the phone number belongs to another learner of the key.
         """
         name = non_empty(name, "learner name")
         if target_language not in TARGET_LANGUAGES:
@@ -181,6 +183,7 @@ class AccountStore(StoreBase):
             cefr_level=level,
             interests=topics,
             phone=phone,
+            phone_verified_at=utcnow() if phone else None,
             plan=plan,
         )
         try:
@@ -227,13 +230,25 @@ class AccountStore(StoreBase):
             return learner_info(row)
 
     async def find_learner_by_phone(self, phone: str) -> LearnerInfo | None:
-        """Return the learner with this phone number (inbound calls), or ``None``.
+        """Return the learner whose verified number this is (inbound calls), or ``None``.
+
+        Numbers are unique per key, so learners of several keys may have proved the same
+        number (one person using several apps): the latest proof wins.
 
         Args:
             phone: The number, as stored.
         """
         async with self._tx() as s:
-            row = await s.scalar(select(Learner).where(Learner.phone == phone.strip()))
+            row = await s.scalar(
+                select(Learner)
+                .where(
+                    Learner.phone == phone.strip(),
+                    Learner.phone_verified_at.is_not(None),
+                    Learner.erased.is_(False),
+                )
+                .order_by(Learner.phone_verified_at.desc(), Learner.id)
+                .limit(1)
+            )
             return learner_info(row) if row is not None else None
 
     async def list_learners(self, owner_key_id: str) -> list[LearnerInfo]:

@@ -11,7 +11,14 @@ from contextlib import asynccontextmanager
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from store.models import ApiKey, Learner, Turn, TutorSession, UsageEvent
-from store.records import ApiKeyInfo, LearnerInfo, SessionInfo, TurnInfo, UsageEventInfo
+from store.records import (
+    ApiKeyInfo,
+    LearnerInfo,
+    NotFoundError,
+    SessionInfo,
+    TurnInfo,
+    UsageEventInfo,
+)
 
 SECRET_BYTES = 32
 """Random bytes in an API key or browser token (``secrets.token_urlsafe``: 43 characters)."""
@@ -37,6 +44,20 @@ def hash_secret(plaintext: str) -> str:
 def secret_matches(plaintext: str, stored_hash: str) -> bool:
     """Compare a secret with a stored hash in constant time."""
     return hmac.compare_digest(hash_secret(plaintext), stored_hash)
+
+
+async def owned_learner(
+    s: AsyncSession, learner_id: str, owner_key_id: str, *, lock: bool = False
+) -> Learner:
+    """The learner row if ``owner_key_id`` owns it and it is not erased (``lock``: FOR UPDATE).
+
+    Raises:
+        NotFoundError: no such learner for this key.
+    """
+    row = await s.get(Learner, learner_id, with_for_update=lock)
+    if row is None or row.erased or row.owner_key_id != owner_key_id:
+        raise NotFoundError(f"no learner {learner_id!r}")
+    return row
 
 
 def key_info(row: ApiKey) -> ApiKeyInfo:

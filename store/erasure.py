@@ -6,7 +6,9 @@ the phone number. What billing needs stays as anonymous totals: the sessions' us
 remain, on content-free session rows (persona, tier, times; no end reason, no token) moved
 to the key's one placeholder learner (``Learner.erased``, never listed or served), so usage
 and cost per key, tier, day and month are unchanged (GDPR Art. 17 erasure with the billing
-record kept as Art. 17(3)(b)/(e) allows: https://gdpr-info.eu/art-17-gdpr/).
+record kept as Art. 17(3)(b)/(e) allows: https://gdpr-info.eu/art-17-gdpr/). The Stripe
+events applied to the learner stay as ids, types and times without them (``store.billing``);
+a learner whose plan a Stripe subscription still pays for is not erased until it is cancelled.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, delete, func, select, update
 
-from store.base import StoreBase, learner_info, session_info, turn_info, usage_info
+from store.base import StoreBase, learner_info, owned_learner, session_info, turn_info, usage_info
+from store.billing import billing_export, erase_billing
 from store.models import (
     LIVE_STATUSES,
     AcsResult,
     Learner,
     LearnerLevel,
     Mistake,
+    PhoneVerification,
     ReviewItem,
     ReviewLog,
     SessionEvent,
@@ -32,7 +36,7 @@ from store.models import (
     TutorSession,
     UsageEvent,
 )
-from store.records import ConflictError, NotFoundError
+from store.records import ConflictError
 
 ERASED_NAME = "(erased learners)"
 """Name of a key's placeholder learner that holds erased learners' content-free sessions."""
@@ -67,16 +71,16 @@ class ErasureStore(StoreBase):
         Returns:
             ``learner``, ``levels``, ``sessions`` (each with ``turns``, ``mistakes``,
             ``acs_results``, ``events``, ``usage`` and ``report``) and ``review_items``
-            (each with its ``logs``).
+            (each with its ``logs``), and ``billing`` (``store.billing.billing_export``: the
+            Stripe customer and subscription, and the Stripe events applied to them).
 
         Raises:
             NotFoundError: no such learner for this key.
         """
         async with self._tx() as s:
-            row = await s.get(Learner, learner_id)
-            if row is None or row.erased or row.owner_key_id != owner_key_id:
-                raise NotFoundError(f"no learner {learner_id!r}")
+            row = await owned_learner(s, learner_id, owner_key_id)
             learner = learner_info(row)
+            billing = await billing_export(s, row)
             levels = (
                 await s.scalars(select(LearnerLevel).where(LearnerLevel.learner_id == learner_id))
             ).all()
@@ -124,6 +128,7 @@ class ErasureStore(StoreBase):
             "levels": [_row(lv) for lv in levels],
             "sessions": out_sessions,
             "review_items": out_items,
+            "billing": billing,
         }
 
     async def erase_learner(self, learner_id: str, owner_key_id: str) -> int:
@@ -134,7 +139,9 @@ class ErasureStore(StoreBase):
 
         Raises:
             NotFoundError: no such learner for this key.
-            ConflictError: a session of theirs is still live (end it first).
+            ConflictError: a session of theirs is still live (end it first);
+                ``store.billing.SubscriptionActiveError`` while a Stripe subscription holds
+                their plan (cancel it first).
         """
         async with self._tx() as s:
             # The learner's row lock first: a session start (which takes the same lock,
@@ -144,9 +151,7 @@ class ErasureStore(StoreBase):
                 .where(Learner.id == learner_id)
                 .values(quota_version=Learner.quota_version + 1)
             )
-            row = await s.get(Learner, learner_id)
-            if row is None or row.erased or row.owner_key_id != owner_key_id:
-                raise NotFoundError(f"no learner {learner_id!r}")
+            row = await owned_learner(s, learner_id, owner_key_id)
             live = await s.scalar(
                 select(func.count())
                 .select_from(TutorSession)
@@ -156,6 +161,7 @@ class ErasureStore(StoreBase):
             )
             if live:
                 raise ConflictError(f"{live} session(s) of this learner are live; end them first")
+            await erase_billing(s, row)  # refuses while a Stripe subscription holds the plan
             ids = list(
                 await s.scalars(
                     select(TutorSession.id).where(TutorSession.learner_id == learner_id)
@@ -189,6 +195,9 @@ class ErasureStore(StoreBase):
             await s.execute(delete(ReviewLog).where(ReviewLog.item_id.in_(item_ids)))
             await s.execute(delete(ReviewItem).where(ReviewItem.learner_id == learner_id))
             await s.execute(delete(LearnerLevel).where(LearnerLevel.learner_id == learner_id))
+            await s.execute(
+                delete(PhoneVerification).where(PhoneVerification.learner_id == learner_id)
+            )
             await s.delete(row)
             return len(ids)
 

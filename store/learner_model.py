@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 
 from config.acs import load_acs_bank
 from store.base import StoreBase, learner_info
+from store.billing import SubscriptionActiveError
 from store.models import (
     CEFR_LEVELS,
     AcsResult,
@@ -168,14 +169,19 @@ class LearnerModelStore(StoreBase):
     ) -> LearnerInfo:
         """Set a learner's name, level (recorded in the level history), interests or plan.
 
-        The caller checks that the plan exists and that the key may grant it.
+        The caller checks that the plan exists and that the key may grant it. A plan that a
+        Stripe subscription holds (``plan_source`` ``stripe``, :mod:`store.billing`) is not
+        changed here: the subscription decides it until it ends.
 
         Raises:
             ValueError: an empty name or an unknown level.
+            SubscriptionActiveError: a different plan for a learner whose plan a Stripe
+                subscription holds.
             NotFoundError: no such learner for ``owner_key_id``.
         """
         async with self._tx() as s:
-            row = await s.get(Learner, learner_id)
+            # Locked when the plan changes: a Stripe event (store.billing) cannot interleave.
+            row = await s.get(Learner, learner_id, with_for_update=plan is not None)
             if (
                 row is None
                 or row.erased
@@ -188,8 +194,13 @@ class LearnerModelStore(StoreBase):
                 row.name = name.strip()
             if interests is not None:
                 row.interests = [t.strip() for t in interests if t.strip()]
-            if plan is not None:
-                row.plan = plan
+            if plan is not None and plan != row.plan:
+                if row.plan_source == "stripe":
+                    raise SubscriptionActiveError(
+                        f"a Stripe subscription holds this learner's plan {row.plan!r}; change "
+                        "or cancel it in the customer portal (POST .../billing/portal)"
+                    )
+                row.plan, row.plan_source = plan, "key"
             if cefr_level is not None:
                 level = cefr_level.strip().upper()
                 if level not in CEFR_LEVELS:

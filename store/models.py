@@ -6,7 +6,8 @@ Python; SQLite stores it as naive UTC text and :class:`UTCDateTime` re-attaches 
 
 The Alembic migrations (``store/migrations/versions/``: ``0001_initial.py``, then
 ``0002_session_events.py``, ``0003_assessments.py``, ``0004_learner_memory.py``,
-``0005_plans.py``) create exactly these tables; a change here needs a new migration.
+``0005_plans.py``, ``0006_phone_identity.py``, ``0007_billing.py``,
+``0008_usage_write_id.py``) create exactly these tables; a change here needs a new migration.
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ class Learner(Base):
     __tablename__ = "learners"
     __table_args__ = (
         CheckConstraint(_in("target_language", TARGET_LANGUAGES), name="target_language"),
+        UniqueConstraint("owner_key_id", "phone"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -144,11 +146,21 @@ class Learner(Base):
     target_language: Mapped[str] = mapped_column(String(2))
     cefr_level: Mapped[str] = mapped_column(String(2))
     interests: Mapped[list[str]] = mapped_column(JSON, default=list)
-    phone: Mapped[str | None] = mapped_column(String(32), unique=True, default=None)
+    phone: Mapped[str | None] = mapped_column(String(32), index=True, default=None)
+    phone_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     plan: Mapped[str] = mapped_column(String(32), default="free")
     quota_version: Mapped[int] = mapped_column(Integer, default=0)
     erased: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Billing (store.billing): the learner's Stripe customer and subscription, who set the plan
+    # ("key", "stripe" while a subscription holds it, "revoked" once Stripe took it back) and
+    # the `created` time of the last Stripe event applied (an older one changes nothing).
+    stripe_customer_id: Mapped[str | None] = mapped_column(
+        String(255), unique=True, index=True, default=None
+    )
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    plan_source: Mapped[str] = mapped_column(String(16), default="key")
+    billing_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 class TutorSession(Base):
@@ -205,7 +217,11 @@ class Turn(Base):
 
 
 class UsageEvent(Base):
-    """A metered quantity (characters, tokens, audio seconds) used by one service."""
+    """A metered quantity (characters, tokens, audio seconds) used by one service.
+
+    ``write_id``: the relayed write's id, unique, so a write retried from the server's
+    outbox (:mod:`runtime.outbox`) after its answer was lost is not counted twice.
+    """
 
     __tablename__ = "usage_events"
     __table_args__ = (CheckConstraint(_in("service", USAGE_SERVICES), name="service"),)
@@ -220,6 +236,7 @@ class UsageEvent(Base):
     metric: Mapped[str] = mapped_column(String(50))
     quantity: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    write_id: Mapped[str | None] = mapped_column(String(36), unique=True, default=None)
 
 
 class SessionEvent(Base):
@@ -388,3 +405,46 @@ class SessionReport(Base):
     error: Mapped[str | None] = mapped_column(String(500), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class PhoneVerification(Base):
+    """A code called to a phone number, which the learner enters to make the number theirs.
+
+    ``code_hash``: SHA-256 of the learner id and the code (the code itself is never stored);
+    ``attempts``: wrong entries so far; ``call_id``: the carrier's id of the call that read it.
+    """
+
+    __tablename__ = "phone_verifications"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    learner_id: Mapped[str] = mapped_column(
+        ForeignKey("learners.id", ondelete="CASCADE"), index=True
+    )
+    phone: Mapped[str] = mapped_column(String(32))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    carrier: Mapped[str] = mapped_column(String(16))
+    call_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class BillingEvent(Base):
+    """A Stripe webhook event the server has handled, once per event id (``store.billing``).
+
+    The primary key makes a replayed event (Stripe redelivers, or two deliveries race) a
+    duplicate that is applied zero more times. ``created_at``: the event's own ``created``;
+    ``outcome``: what it did (``granted``, ``revoked``, ``linked``, ``stale``, ``unchanged``,
+    ``no_learner``). An erased learner's rows keep only the event's id, type and times.
+    """
+
+    __tablename__ = "billing_events"
+
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    learner_id: Mapped[str | None] = mapped_column(
+        ForeignKey("learners.id", ondelete="SET NULL"), index=True, default=None
+    )
+    outcome: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

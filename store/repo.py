@@ -9,6 +9,7 @@ from sqlalchemy import CursorResult, func, literal, select, update
 from store.accounts import AccountStore, non_empty
 from store.assessments import AssessmentStore
 from store.base import secret_matches, session_info
+from store.billing import BillingStore
 from store.db import create_engine, migrate_engine
 from store.erasure import ErasureStore
 from store.events import EventStore
@@ -22,6 +23,7 @@ from store.models import (
     UTCDateTime,
     utcnow,
 )
+from store.phone_identity import PhoneIdentityStore
 from store.quotas import Limits, QuotaStore
 from store.records import NotFoundError, SessionInfo
 from store.reports import ReportStore
@@ -41,6 +43,8 @@ class Store(
     ReportStore,
     LearnerModelStore,
     ErasureStore,
+    BillingStore,
+    PhoneIdentityStore,
 ):
     """Async persistence of voxtutor: open with :meth:`open`, close with :meth:`close`.
 

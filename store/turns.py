@@ -161,6 +161,7 @@ class TurnStore(StoreBase):
         model: str,
         metric: str,
         quantity: float,
+        write_id: str | None = None,
     ) -> UsageEventInfo:
         """Record a metered quantity used by a session.
 
@@ -172,6 +173,8 @@ class TurnStore(StoreBase):
             metric: What is counted: ``characters``, ``prompt_tokens``,
                 ``completion_tokens``, ``audio_seconds``, …
             quantity: The amount (finite).
+            write_id: Unique id of this write (at most 36 characters): a retried write
+                (:mod:`runtime.outbox`) returns the row the first one stored.
 
         Raises:
             ValueError: If the service is unknown, a name is empty or the quantity not finite.
@@ -191,9 +194,16 @@ class TurnStore(StoreBase):
             model=model,
             metric=metric,
             quantity=quantity,
+            write_id=write_id,
         )
         try:
             async with self._tx() as s:
+                if write_id is not None and (
+                    done := await s.scalar(
+                        select(UsageEvent).where(UsageEvent.write_id == write_id)
+                    )
+                ):
+                    return usage_info(done)  # a retried write: stored once
                 s.add(row)
         except IntegrityError as e:
             raise NotFoundError(f"no session {session_id!r}") from e

@@ -61,10 +61,29 @@ def run_migrations_offline() -> None:
 
 
 def do_run_migrations(connection: Connection) -> None:
-    """Run the pending migrations on a sync connection (inside ``run_sync``)."""
+    """Run the pending migrations on a sync connection (inside ``run_sync``).
+
+    On SQLite, batch mode rebuilds a table to change a constraint (copy, drop, rename); with
+    foreign keys on, dropping the old ``learners`` would cascade and delete every session.
+    So foreign keys are off while migrations run (the pragma only takes effect outside a
+    transaction, where a run starts: nothing has written yet) and every reference is checked
+    before the run commits (https://www.sqlite.org/lang_altertable.html#otheralter). The
+    caller turns them on again after the commit (:func:`store.db.migrate_engine`).
+
+    Raises:
+        RuntimeError: SQLite's foreign keys could not be turned off (a transaction was
+            open), or a migration left a dangling reference.
+    """
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        if connection.exec_driver_sql("PRAGMA foreign_keys").scalar():
+            raise RuntimeError("SQLite foreign keys are still on: migrate outside a transaction")
     _configure(connection)
     with context.begin_transaction():
         context.run_migrations()
+        if sqlite and (bad := connection.exec_driver_sql("PRAGMA foreign_key_check").first()):
+            raise RuntimeError(f"a migration left a dangling reference: {tuple(bad)}")
 
 
 async def run_async_migrations() -> None:

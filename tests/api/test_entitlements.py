@@ -30,7 +30,7 @@ async def test_a_tier_outside_the_learners_plan_is_403(api: Api, cloud_keys: Non
     assert r.status_code == 403, r.text
     body = r.json()
     assert (body["error"], body["plan"], body["tiers"]) == ("tier_not_entitled", "free", ["local"])
-    assert "'ground_school'" in body["message"] and body["upgrade_url"] == "/pricing"
+    assert "'ground_school'" in body["message"] and body["upgrade_url"] == "/api/v1/plans"
     assert api.sup.calls == []  # nothing started, no session row
     assert (await api.store.list_sessions(api.key_a_id))[1] == 0
     # Put on a plan with the tier, the same request starts.

@@ -30,7 +30,7 @@ async def dump_text(store: Store) -> str:
 
 
 async def test_export_then_erase_leaves_nothing_but_anonymous_usage(api: Api) -> None:
-    lid = await api.learner(name="Zdeňka Nováková", phone="+420601999888", interests=["jazz"])
+    lid = await api.phone_learner("+420601999888", name="Zdeňka Nováková", interests=["jazz"])
     sid = (await api.session(lid))["session_id"]
     await api.store.add_turn(sid, {"index": 0, "role": "bot", "text": "Hallo Zdeňka!"})
     await api.store.add_turn(sid, {"index": 1, "role": "learner", "text": SAID})
@@ -69,7 +69,7 @@ async def test_export_then_erase_leaves_nothing_but_anonymous_usage(api: Api) ->
         == [("local", 120.0)]
     )
     # The phone number is free again; a second erasure finds nothing.
-    assert (await api.learner(name="New", phone="+420601999888")) != lid
+    assert (await api.phone_learner("+420601999888", name="New")) != lid
     assert_error(await api.client.delete(f"{V1}/learners/{lid}", headers=api.a), 404)
 
 

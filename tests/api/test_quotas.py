@@ -283,7 +283,7 @@ async def test_api_refuses_the_session_over_the_monthly_limit_with_402(
         "scope": "tier",
         "limit": limit,
         "used": limit,
-        "upgrade_url": "/pricing",
+        "upgrade_url": "/api/v1/plans",  # no VOXTUTOR_UPGRADE_URL, no Stripe: the catalog
     }
     # Other tiers are counted separately.
     local = await api.client.post(f"{V1}/sessions", json={**body, "tier": "local"}, headers=api.a)

@@ -99,7 +99,7 @@ async def dapi(daily: DailyFake, sqlite_url: str, tmp_path: Path) -> AsyncIterat
 
 
 async def known_learner(api: Api) -> str:
-    return await api.learner(phone=KNOWN)
+    return await api.phone_learner(KNOWN)
 
 
 def spawned(api: Api) -> list[Any]:
@@ -249,6 +249,30 @@ async def test_known_caller_gets_a_sip_room_a_bot_and_the_call_update(
     (update,) = daily.served("call_update")
     assert update.headers["authorization"] == f"Bearer {KEY}"
     assert daily.held_calls == {}
+
+
+async def test_a_number_claimed_by_another_key_without_its_code_gets_none_of_the_calls(
+    dapi: Api, daily: DailyFake
+) -> None:
+    intruder = await dapi.learner(dapi.b)
+    info = await dapi.store.get_learner(intruder)
+    assert info is not None
+    # Key B types the caller's number; the code is called to the caller, never to B.
+    await dapi.store.start_phone_verification(intruder, info.owner_key_id, KNOWN, "twilio")
+    r = await post(dapi, call_body())
+    assert r.status_code == 200, r.text
+    first = await dapi.store.get_session(r.json()["session_id"])
+    assert first is not None and first.learner_id != intruder
+    assert first.owner_key_id != info.owner_key_id
+    r = await dapi.client.get(f"{V1}/sessions", params={"learner_id": intruder}, headers=dapi.b)
+    assert r.json()["total"] == 0
+    # The caller proves the number on their own learner: their next call reaches it.
+    owner = await known_learner(dapi)
+    second_call = "9e6d4b7f-2c8a-4f3b-8d1e-1a2b3c4d5e6f"
+    r = await post(dapi, call_body(call_id=second_call))
+    assert r.status_code == 200, r.text
+    second = await dapi.store.get_session(r.json()["session_id"])
+    assert second is not None and second.learner_id == owner
 
 
 async def test_unknown_caller_gets_a_guest_learner_and_the_lines_persona(

@@ -61,11 +61,15 @@ def test_each_kind_gets_only_the_keys_its_tiers_need() -> None:
         assert not set(SECRETS) & set(env) and "AWS_SECRET_ACCESS_KEY" not in env
 
 
-async def _spawn(tmp_path: Path, llm_url: str) -> tuple[Store, SessionSupervisor, str]:
+async def _spawn(
+    tmp_path: Path, llm_url: str, memory_limit_mb: int | None = None
+) -> tuple[Store, SessionSupervisor, str]:
     store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'vox.db'}")
     key, _ = await store.create_api_key("test")
     learner = await store.create_learner(key.id, "Pat", "de")
-    sup = SessionSupervisor(store, max_sessions=1, log_dir=tmp_path / "logs")
+    sup = SessionSupervisor(
+        store, max_sessions=1, log_dir=tmp_path / "logs", memory_limit_mb=memory_limit_mb
+    )
     info, _ = await store.create_session(learner.id, key.id, "german-tutor", "local", "webrtc")
     spec = SessionSpec(
         session_id=info.id,
@@ -102,6 +106,49 @@ async def test_a_session_process_has_no_server_secret_and_no_spec_on_its_command
         finally:
             await sup.shutdown()
             await store.close()
+
+
+def _address_space_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max address space"):
+            return int(line.split()[3])  # soft limit, bytes
+    raise AssertionError("no address space line")
+
+
+async def test_a_session_process_runs_under_its_memory_limit(tmp_path: Path) -> None:
+    async with OpenAIFake(reply="Gut.") as llm:
+        store, sup, sid = await _spawn(tmp_path, llm.base_url, memory_limit_mb=8192)
+        try:
+            pid = sup.pid(sid)
+            assert pid is not None
+            assert await asyncio.to_thread(_address_space_limit, pid) == 8192 << 20
+        finally:
+            await sup.shutdown()
+            await store.close()
+
+
+async def test_a_session_process_over_its_memory_limit_fails_and_frees_its_slot(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'vox.db'}")
+    key, _ = await store.create_api_key("test")
+    learner = await store.create_learner(key.id, "Pat", "de")
+    # 160 MiB of address space is less than a session's imports reserve (~270 MiB for the
+    # lightest kind, bench/README.md): the process cannot start.
+    sup = SessionSupervisor(store, max_sessions=1, log_dir=tmp_path / "logs", memory_limit_mb=160)
+    try:
+        info, _ = await store.create_session(learner.id, key.id, "german-tutor", "local", "webrtc")
+        spec = SessionSpec(info.id, "german-tutor", "local", "webrtc", "http://127.0.0.1:9/v1")
+        with pytest.raises(RuntimeError, match="failed to start"):
+            await sup.spawn(spec)
+        assert sup.active_count == 0
+        session = await store.get_session(info.id)
+        assert session is not None and session.status == "failed"
+        log = (tmp_path / "logs" / f"{info.id}.log").read_text()
+        assert "MemoryError" in log or "memory" in log.lower(), log[-2000:]
+    finally:
+        await sup.shutdown()
+        await store.close()
 
 
 async def test_a_100_kb_offer_is_refused_and_the_session_still_ends_on_request(

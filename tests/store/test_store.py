@@ -39,6 +39,8 @@ TABLES = {
     "review_items",
     "review_logs",
     "session_reports",
+    "billing_events",
+    "phone_verifications",
 }
 
 
@@ -76,7 +78,7 @@ async def test_migrations_create_all_tables_and_rerunning_is_a_noop(db_url: str)
             tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
             assert tables == TABLES | {"alembic_version"}
             versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
-            assert versions == [("0005",)]
+            assert versions == [("0008",)]
             # The hand-reviewed migration matches the models exactly.
             diff = await conn.run_sync(
                 lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata)
