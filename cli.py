@@ -509,6 +509,37 @@ def _run_store(job: Callable[[Store], Awaitable[T]]) -> T:
         raise _fail(e) from None
 
 
+@learners_app.command("link")
+def learners_link(
+    name_or_id: Annotated[str, typer.Argument(help="The learner's name or id.")],
+    ttl_minutes: Annotated[
+        int, typer.Option(min=1, max=7 * 24 * 60, help="How long the link works, minutes.")
+    ] = 24 * 60,
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="The server's address; default http://VOXTUTOR_HOST:VOXTUTOR_PORT."),
+    ] = None,
+) -> None:
+    """Print a link that opens the learner's own app (no API key needed; it expires)."""
+    from datetime import timedelta
+
+    from runtime.learners import find_learner
+
+    async def job(store: Store) -> tuple[str, Any]:
+        learner = await find_learner(store, name_or_id)
+        if learner is None:
+            raise LookupError(f"no learner {name_or_id!r}")
+        return await store.mint_access(
+            learner.id, learner.owner_key_id, timedelta(minutes=ttl_minutes)
+        )
+
+    token, expires = _run_store(job)
+    settings = get_settings()
+    base = (base_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    typer.echo(f"{base}/#token={token}")
+    err.print(f"[dim]valid until {expires:%Y-%m-%d %H:%M} UTC[/]", highlight=False)
+
+
 @learners_app.command("show")
 def learners_show(
     name_or_id: Annotated[str, typer.Argument(help="The learner's name or id.")],

@@ -33,6 +33,7 @@ from api.middleware import BodySizeLimitMiddleware, CatchAllMiddleware, Security
 from api.routes_billing import router as billing_router
 from api.routes_dialin import router as dialin_router
 from api.routes_learner_phone import router as learner_phone_router
+from api.routes_me import router as me_router
 from api.routes_phone import router as phone_router
 from api.runtime import Runtime, RuntimeFactory, Supervisor, default_runtime
 from api.schemas import Health, Readiness
@@ -158,6 +159,7 @@ def create_app(
     for module in (routes_learners, routes_sessions, routes_webrtc, routes_catalog, routes_usage):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(learner_phone_router, prefix=API_PREFIX)
+    app.include_router(me_router, prefix=API_PREFIX)
     app.include_router(phone_router, prefix=API_PREFIX)
     app.include_router(dialin_router, prefix=API_PREFIX)
     app.include_router(billing_router, prefix=API_PREFIX)

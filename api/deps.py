@@ -26,6 +26,7 @@ from api.metrics import Metrics
 from api.runtime import SessionSlots, Supervisor
 from config.settings import Settings
 from store import ApiKeyInfo, SessionInfo, Store
+from store.access import AccessExpiredError, LearnerAccess
 
 SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{8,256}$")
 """Shape of API keys and session tokens (``secrets.token_urlsafe``); others are not looked up."""
@@ -128,6 +129,45 @@ async def require_api_key(
 
 
 ApiKey = Annotated[ApiKeyInfo, Depends(require_api_key)]
+
+
+_learner_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="LearnerTokenBearer",
+    description="A learner's access token as `Authorization: Bearer <token>` "
+    "(`POST /api/v1/learners/{id}/access`).",
+)
+
+
+async def require_learner_token(
+    ctx: Ctx,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_learner_bearer)],
+) -> LearnerAccess:
+    """Return the learner (and the token's expiry) whose access token was presented.
+
+    Counted against the owning key's request rate, like the key's own calls.
+
+    Raises:
+        ApiError: 401 ``unauthorized`` without a token or for an unknown one, 401
+            ``token_expired`` for an expired one; 429 ``rate_limited`` (:mod:`api.limits`).
+    """
+    presented = bearer.credentials if bearer is not None else None
+    if not presented:
+        raise ApiError(401, "unauthorized", "a learner access token is required", _CHALLENGE)
+    try:
+        access = await ctx.store.learner_access(presented) if SECRET_RE.match(presented) else None
+    except AccessExpiredError as e:
+        raise ApiError(
+            401, "token_expired", f"{e}; ask your app for a new one", _CHALLENGE
+        ) from None
+    if access is None:
+        raise ApiError(401, "unauthorized", "unknown access token", _CHALLENGE)
+    if ctx.limits is not None:
+        await ctx.limits.request(access.learner.owner_key_id)
+    return access
+
+
+Learner = Annotated[LearnerAccess, Depends(require_learner_token)]
 
 
 async def require_session_token(

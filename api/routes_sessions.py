@@ -33,7 +33,7 @@ from api.schemas import (
     TurnAssessment,
 )
 from runtime.protocol import SessionNotRunningError
-from store import ApiKeyInfo, SessionInfo
+from store import ApiKeyInfo, LearnerInfo, SessionInfo
 from transports.daily import DAILY_KEY_ENV, DailyRoom, create_session_room, daily_api_key
 
 router = APIRouter(tags=["sessions"], responses=error_responses(429, 500))
@@ -78,17 +78,36 @@ async def create_session(
     review item due → 409 ``nothing_due``; Daily without ``DAILY_API_KEY`` or Daily failing
     (``transport_unavailable``), no session runtime, or a process that failed to start → 503.
     """
+    learner = (
+        await ctx.store.get_learner(body.learner_id, key.id) if is_uuid(body.learner_id) else None
+    )
+    if learner is None:
+        find_persona(body.persona)  # 422 for a bad persona or tier before 404
+        check_tier(body.tier)
+        raise ApiError(404, "learner_not_found", f"no learner {body.learner_id!r}")
+    return await start_session(ctx, learner, body, request, response)
+
+
+async def start_session(
+    ctx: AppContext,
+    learner: LearnerInfo,
+    body: SessionCreate,
+    request: Request,
+    response: Response,
+    *,
+    location: str = "/api/v1/sessions",
+) -> SessionCreated:
+    """Start ``learner``'s session as ``body`` asks (``body.learner_id`` is not read again).
+
+    Raises:
+        ApiError: as :func:`create_session` documents.
+    """
     persona = find_persona(body.persona)
     check_tier(body.tier)
     if body.transport == "daily" and daily_api_key() is None:
         raise ApiError(
             503, "transport_unavailable", f"the daily transport needs {DAILY_KEY_ENV} to be set"
         )
-    learner = (
-        await ctx.store.get_learner(body.learner_id, key.id) if is_uuid(body.learner_id) else None
-    )
-    if learner is None:
-        raise ApiError(404, "learner_not_found", f"no learner {body.learner_id!r}")
 
     async def make_room(session_id: str) -> DailyRoom:
         return await create_session_room(
@@ -110,7 +129,7 @@ async def create_session(
         ),
     )
     sid = started.session.id
-    response.headers["Location"] = f"/api/v1/sessions/{sid}"
+    response.headers["Location"] = f"{location}/{sid}"
     connect = (
         Connect(room_url=started.room.url, token=started.room.client_token)
         if isinstance(started.room, DailyRoom)
@@ -153,7 +172,11 @@ async def list_sessions(
 )
 async def get_session(session_id: str, key: ApiKey, ctx: Ctx) -> SessionDetail:
     """A session with its turns, voice-to-voice latency summary and events (switches, tools)."""
-    info = await owned_session(ctx, key, session_id)
+    return await session_detail(ctx, await owned_session(ctx, key, session_id))
+
+
+async def session_detail(ctx: AppContext, info: SessionInfo) -> SessionDetail:
+    """``info`` with its turns (and their assessments), latency summary and events."""
     assessments = await _assessments(ctx, info.id)
     turns = [
         Turn(**t.to_dict(), assessment=assessments.get(t.index) if t.role == "learner" else None)
@@ -209,7 +232,15 @@ async def end_session(session_id: str, key: ApiKey, ctx: Ctx) -> SessionEnding:
 
     A live session without a process (its process is gone) is marked ``ended`` at once.
     """
-    info = await owned_session(ctx, key, session_id)
+    return await end_owned_session(ctx, await owned_session(ctx, key, session_id))
+
+
+async def end_owned_session(ctx: AppContext, info: SessionInfo) -> SessionEnding:
+    """End ``info`` (the caller checked it may): goodbye if its process runs, else at once.
+
+    Raises:
+        ApiError: 409 ``session_not_running`` if it already ended or failed.
+    """
     log = logger.bind(session_id=info.id)
     supervisor = ctx.supervisor
     if supervisor is not None and supervisor.is_running(info.id):
@@ -239,7 +270,15 @@ async def get_report(session_id: str, key: ApiKey, ctx: Ctx) -> SessionReportOut
 
     409 ``session_not_ended`` while the session runs: the report job starts when it ends.
     """
-    session = await owned_session(ctx, key, session_id)
+    return await session_report(ctx, await owned_session(ctx, key, session_id))
+
+
+async def session_report(ctx: AppContext, session: SessionInfo) -> SessionReportOut:
+    """The report job of ``session`` (the caller checked it may read it).
+
+    Raises:
+        ApiError: 409 ``session_not_ended`` while it runs.
+    """
     job = await ctx.store.get_report_job(session.id)
     if job is None:
         raise ApiError(

@@ -37,6 +37,7 @@ from observers.dispatch import use_selective_dispatch
 from observers.turn_recorder import TurnRecorderObserver
 from pipelines.turn_taking import turn_strategies
 from processors.sentence_aggregator import FIRST_CLAUSE_CHARS, SentenceAggregator
+from processors.typed_turns import TypedTurns
 from services.silero_vad import InlineSileroVADAnalyzer
 
 
@@ -164,6 +165,7 @@ def build_session(
     )
     processors: list[FrameProcessor] = [
         transport.input(),
+        *([TypedTurns()] if rtvi else []),  # the learner app's text mode (RTVI send-text)
         *_group(stt),
         user_aggregator,
         # Recorders after the output need the learner's audio; nothing else downstream does.

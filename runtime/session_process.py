@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from contracts.session_spec import SessionSpec
+from pipelines.notices import assessment_notices
 from runtime.memory_limit import apply_memory_limit
 
 if TYPE_CHECKING:
@@ -233,6 +234,11 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
         turns = session.recorder.turns if session is not None else []
         index = learner_turn_index(turns, assessment.text)
         await store.add_assessment(spec.session_id, assessment.to_dict(), index)
+        if session is not None:  # the learner's app shows it inline, live
+            from pipecat.processors.frameworks.rtvi import RTVIServerMessageFrame
+
+            notes = assessment_notices(assessment, index)
+            await session.worker.queue_frames([RTVIServerMessageFrame(data=n) for n in notes])
 
     async def on_turn(turn: TurnRecord) -> None:
         await store.add_turn(spec.session_id, turn)

@@ -25,6 +25,7 @@ from store.models import (
     LIVE_STATUSES,
     AcsResult,
     Learner,
+    LearnerAccessToken,
     LearnerLevel,
     Mistake,
     PhoneVerification,
@@ -197,6 +198,9 @@ class ErasureStore(StoreBase):
             await s.execute(delete(LearnerLevel).where(LearnerLevel.learner_id == learner_id))
             await s.execute(
                 delete(PhoneVerification).where(PhoneVerification.learner_id == learner_id)
+            )
+            await s.execute(
+                delete(LearnerAccessToken).where(LearnerAccessToken.learner_id == learner_id)
             )
             await s.delete(row)
             return len(ids)

@@ -448,3 +448,20 @@ class BillingEvent(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class LearnerAccessToken(Base):
+    """A short-lived token that lets a learner use their own app (``store.access``).
+
+    Only its SHA-256 ``hash`` is stored; ``expires_at`` ends it, as does erasing the learner.
+    """
+
+    __tablename__ = "learner_access_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    learner_id: Mapped[str] = mapped_column(
+        ForeignKey("learners.id", ondelete="CASCADE"), index=True
+    )
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

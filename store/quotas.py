@@ -121,6 +121,14 @@ class QuotaStore(StoreBase):
             )
         return MonthlyUsage(sessions=int(sessions or 0), tts_characters=int(chars or 0))
 
+    async def plan_usage(self, learner_id: str, now: datetime | None = None) -> tuple[int, int]:
+        """``(sessions, tts characters)`` the learner used this month over every tier (UTC).
+
+        What their plan's monthly limits count (live sessions with their reservation).
+        """
+        async with self._tx() as s:
+            return await self._used(s, learner_id, None, month_start(now))
+
     async def _used(
         self, s: Any, learner_id: str, tier: str | None, since: datetime
     ) -> tuple[int, int]:

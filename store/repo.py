@@ -6,6 +6,7 @@ from typing import Any, Self, cast
 
 from sqlalchemy import CursorResult, func, literal, select, update
 
+from store.access import AccessStore
 from store.accounts import AccountStore, non_empty
 from store.assessments import AssessmentStore
 from store.base import secret_matches, session_info
@@ -45,6 +46,7 @@ class Store(
     ErasureStore,
     BillingStore,
     PhoneIdentityStore,
+    AccessStore,
 ):
     """Async persistence of voxtutor: open with :meth:`open`, close with :meth:`close`.
 

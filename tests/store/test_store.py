@@ -41,6 +41,7 @@ TABLES = {
     "session_reports",
     "billing_events",
     "phone_verifications",
+    "learner_access_tokens",
 }
 
 
@@ -78,7 +79,7 @@ async def test_migrations_create_all_tables_and_rerunning_is_a_noop(db_url: str)
             tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
             assert tables == TABLES | {"alembic_version"}
             versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
-            assert versions == [("0008",)]
+            assert versions == [("0009",)]
             # The hand-reviewed migration matches the models exactly.
             diff = await conn.run_sync(
                 lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata)
