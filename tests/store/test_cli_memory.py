@@ -76,3 +76,23 @@ async def test_report_writes_a_pending_report_then_prints_it(cli_db: str) -> Non
     assert report["corrections"][0]["original"] == "der Bus"
     r = await asyncio.to_thread(runner.invoke, app, ["report", "not-a-session"])
     assert r.exit_code == 2 and "no ended session" in r.output
+
+
+def test_learners_link_prints_a_link_whose_token_opens_the_learner(cli_db: str) -> None:
+    from cli import app
+
+    asyncio.run(seed(cli_db))
+    r = CliRunner().invoke(app, ["learners", "link", "Olga", "--base-url", "https://t.example"])
+    assert r.exit_code == 0, r.output
+    url = r.stdout.strip()
+    assert url.startswith("https://t.example/#token=")
+    token = url.split("#token=", 1)[1]
+
+    async def whose() -> str | None:
+        async with await Store.open(cli_db) as store:
+            access = await store.learner_access(token)
+            return access.learner.name if access else None
+
+    assert asyncio.run(whose()) == "Olga"
+    r = CliRunner().invoke(app, ["learners", "link", "nobody"])
+    assert r.exit_code == 2
