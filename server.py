@@ -22,6 +22,9 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from loguru import logger
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response as StarletteResponse
+from starlette.types import Scope
 
 from api import routes_catalog, routes_learners, routes_sessions, routes_usage, routes_webrtc
 from api.billing import StripeBilling
@@ -68,6 +71,20 @@ def _version() -> str:
 
 
 WEB_DIR = Path(__file__).parent / "web"
+NOT_SERVED = frozenset({"node_modules", "tools", "package.json", "package-lock.json"})
+"""What in ``web/`` builds the app rather than being it (npm packages, scripts, lockfile)."""
+
+
+class WebFiles(StaticFiles):
+    """``web/`` as static files, except its build inputs (:data:`NOT_SERVED`: 404)."""
+
+    async def get_response(self, path: str, scope: Scope) -> StarletteResponse:
+        """The file at ``path``, or 404 for a build input."""
+        if path.split("/", 1)[0] in NOT_SERVED:
+            raise StarletteHTTPException(404)
+        return await super().get_response(path, scope)
+
+
 """The browser room: landing page, WebRTC client and live transcript (no build step)."""
 
 
@@ -164,8 +181,8 @@ def create_app(
     app.include_router(dialin_router, prefix=API_PREFIX)
     app.include_router(billing_router, prefix=API_PREFIX)
     _add_ops_routes(app, public)
-    # The browser room (static page; the last route, so the API and ops routes come first).
-    app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+    # The learner app (static; the last route, so the API and ops routes come first).
+    app.mount("/", WebFiles(directory=WEB_DIR, html=True), name="web")
 
     # Starlette runs the last added middleware first: CORS → catch-all → body limit → app.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -25,6 +25,9 @@ if ! dpkg -s libttspico-utils >/dev/null 2>&1 && [ ! -e "$NON_FREE" ] \
   printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
     "$codename" | $SUDO tee "$NON_FREE" >/dev/null
 fi
+# The learner app (web/) takes Chart.js and axe-core from npm: Debian's npm if no Node.js
+# with npm is installed yet (any Node >= 18 will do).
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -75,3 +78,13 @@ echo "==> pip install -e .[dev]"
 echo "==> voxtutor models install (default set, then the small LLM the fast tests use)"
 .venv/bin/voxtutor models install
 .venv/bin/voxtutor models install --model qwen2.5-coder-0.5b
+
+# The learner app's npm packages, exactly as locked (web/package-lock.json): Chart.js for
+# the progress charts, copied to web/vendor/ by `npm run build`; axe-core for the
+# accessibility tests. Neither web/node_modules/ nor web/vendor/ is committed.
+# A stamp (the lockfile's copy) skips this when nothing changed.
+if [ ! -f web/vendor/chart.umd.js ] || ! cmp -s web/package-lock.json web/node_modules/.voxtutor-lock; then
+  echo "==> npm ci (web/)"
+  (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build \
+    && cp package-lock.json node_modules/.voxtutor-lock)
+fi

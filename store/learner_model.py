@@ -118,7 +118,9 @@ def weaknesses(rows: Iterable[Mistake], now: datetime, limit: int = 5) -> list[d
 
 
 def acs_mastery(results: Iterable[AcsResult]) -> dict[str, Any]:
-    """``{"tasks": {task: {...}}, "uncovered_areas", "weak_tasks", "asked"}`` from ACS grades.
+    """``{"tasks": {task: {...}}, "areas", "uncovered_areas", "weak_tasks", "asked"}`` of grades.
+
+    ``areas``: every ACS area's title by its Roman numeral (the learner app's grid rows).
 
     ``weak_tasks``: tasks with mastery under 3, most recent first.
     """
@@ -146,6 +148,7 @@ def acs_mastery(results: Iterable[AcsResult]) -> dict[str, Any]:
     )
     return {
         "tasks": tasks,
+        "areas": dict(bank.areas),
         "uncovered_areas": [
             {"area": a, "title": title} for a, title in bank.areas.items() if a not in covered_areas
         ],

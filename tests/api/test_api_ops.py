@@ -244,13 +244,19 @@ def test_cli_serve_runs_uvicorn_with_the_app_factory(
 
 
 async def test_every_response_carries_the_security_headers(lite: Api) -> None:
-    for path in ("/", "/app.js", "/healthz", "/api/v1/personas"):
+    for path in ("/", "/js/main.js", "/manifest.webmanifest", "/healthz", "/api/v1/personas"):
         r = await lite.client.get(path, headers=lite.a)
         assert r.status_code == 200, path
         csp = r.headers["content-security-policy"]
         assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["referrer-policy"] == "no-referrer"
+
+
+async def test_the_learner_apps_build_inputs_are_not_served(lite: Api) -> None:
+    for path in ("/package.json", "/package-lock.json", "/tools/make_icons.py"):
+        assert (await lite.client.get(path)).status_code == 404, path
+    assert (await lite.client.get("/js/main.js")).status_code == 200
 
 
 async def test_ops_public_serves_the_docs_and_metrics_without_a_key(tmp_path: Path) -> None:

@@ -1,15 +1,18 @@
-"""The browser room in real headless Chromium (Debian package) against the real server.
+"""The learner app talking to the examiner in real headless Chromium against the real server.
 
 Chromium's fake microphone plays a LibriVox recording (after 11 s of silence, while the
-examiner greets); the page creates a session through the API, talks over WebRTC, shows the
-live transcript from the bot's RTVI messages and plays the bot's audio track. A screenshot
-of the page is kept as a test artifact (``out/test-artifacts/browser-room.png``).
+examiner greets); the learner opens their link, the page creates a session through the
+learner API, talks over WebRTC, shows the live transcript from the bot's RTVI messages, the
+server's quota notice, and plays the bot's audio track. A screenshot of the page is kept as a
+test artifact (``out/test-artifacts/browser-room.png``). The learner app's own pages are
+tested in ``test_learner_app.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +64,7 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-async def test_browser_room_talks_to_the_tutor(tmp_path, mic_wav, chromium, monkeypatch):
+async def test_the_learner_app_talks_to_the_examiner(tmp_path, mic_wav, chromium, monkeypatch):
     # One exchange per session, so the page must also show the server's quota notice.
     local = get_tier("local")
     one = local.quotas.model_copy(update={"exchanges_per_session": 1})
@@ -71,7 +74,9 @@ async def test_browser_room_talks_to_the_tutor(tmp_path, mic_wav, chromium, monk
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'vox.db'}",
     )
     async with await Store.open(settings.store_url) as store:
-        _, key = await store.create_api_key("browser")
+        key, _ = await store.create_api_key("browser")
+        learner = await store.create_learner(key.id, "Pat", "en", "B2")
+        token, _ = await store.mint_access(learner.id, key.id, timedelta(hours=1))
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
@@ -93,12 +98,12 @@ async def test_browser_room_talks_to_the_tutor(tmp_path, mic_wav, chromium, monk
                 ],
             )  # fmt: skip
             page = await browser.new_page()
-            await page.goto(f"http://127.0.0.1:{port}/")
-            await page.fill("#key", key)
-            await page.click("#load")
-            await page.select_option("#persona", "aviation-examiner")
+            await page.goto(f"http://127.0.0.1:{port}/#token={token}")
+            await page.wait_for_selector("#start")
+            await page.check("#persona-aviation-examiner")
+            await page.check("#tier-local")
             await page.click("#start")
-            await page.wait_for_selector("text=Connected", timeout=30_000)
+            await page.wait_for_selector(".turn.bot", timeout=60_000)  # the greeting
             turns = await wait_for_reply(settings.store_url, 90)
             await asyncio.sleep(3)  # let the reply's text reach the page
             await page.wait_for_selector(".turn.notice", timeout=15_000)
@@ -109,7 +114,8 @@ async def test_browser_room_talks_to_the_tutor(tmp_path, mic_wav, chromium, monk
             await page.screenshot(path=str(ARTIFACTS / "browser-room.png"), full_page=True)
             received = await page.evaluate(
                 """async () => {
-                    const track = document.getElementById('bot').srcObject?.getAudioTracks()[0];
+                    const audio = document.getElementById('bot-audio');
+                    const track = audio.srcObject?.getAudioTracks()[0];
                     return track ? track.readyState : null;
                 }"""
             )
@@ -121,7 +127,7 @@ async def test_browser_room_talks_to_the_tutor(tmp_path, mic_wav, chromium, monk
         assert reply.text.split()[0] in " ".join(bots[1:]), (reply.text, bots)
         assert received == "live"
         assert notices == [
-            "Limit reached: 1 of 1 exchanges this session. The tutor is saying goodbye."
+            "Limit reached: 1 of 1 exchanges this session. Your tutor is saying goodbye."
         ]
     finally:
         server.should_exit = True
