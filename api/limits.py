@@ -24,8 +24,9 @@ class ApiLimits:
     """The server's rate limits.
 
     Args:
-        settings: ``rate_limit_per_key``, ``session_starts_per_learner`` (``limits``
-            notation, e.g. ``600/minute``) and ``limits_url``.
+        settings: ``rate_limit_per_key``, ``session_starts_per_learner``,
+            ``phone_verify_calls_per_key`` (``limits`` notation, e.g. ``600/minute``) and
+            ``limits_url``.
 
     Raises:
         ValueError: a limit that ``limits`` cannot parse, or an unknown storage URL.
@@ -36,6 +37,7 @@ class ApiLimits:
         self._limiter = MovingWindowRateLimiter(storage)
         self.per_key: RateLimitItem = parse(settings.rate_limit_per_key)
         self.per_learner: RateLimitItem = parse(settings.session_starts_per_learner)
+        self.code_calls: RateLimitItem = parse(settings.phone_verify_calls_per_key)
 
     async def _hit(self, item: RateLimitItem, what: str, who: str) -> None:
         if await self._limiter.hit(item, "voxtutor", what, who):
@@ -64,3 +66,11 @@ class ApiLimits:
             ApiError: 429 ``rate_limited`` with ``Retry-After`` over the learner's limit.
         """
         await self._hit(self.per_learner, "session starts", learner_id)
+
+    async def code_call(self, key_id: str) -> None:
+        """Count one verification call placed for ``key_id``'s learners (each is paid).
+
+        Raises:
+            ApiError: 429 ``rate_limited`` with ``Retry-After`` over the key's limit.
+        """
+        await self._hit(self.code_calls, "verification calls", key_id)

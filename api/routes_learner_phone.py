@@ -70,6 +70,8 @@ async def claim_phone(
     carrier = code_carrier(ctx.settings)
     if carrier is None or caller_number(ctx.settings) is None:
         raise ApiError(503, "phone_unavailable", "this server cannot place calls to verify numbers")
+    if ctx.limits is not None:
+        await ctx.limits.code_call(key.id)  # 429 over VOXTUTOR_PHONE_VERIFY_CALLS_PER_KEY
     try:
         with known_learner(learner_id):
             pending = await ctx.store.start_phone_verification(

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import ApiKey, AppContext, Ctx, Learner, is_uuid
 from api.errors import ApiError, error_responses
+from api.launch import check_tier, find_persona
 from api.routes_learners import known_learner
 from api.routes_sessions import end_owned_session, session_detail, session_report, start_session
 from api.schemas import (
@@ -147,6 +148,20 @@ async def mint_access(
     return AccessOut(url=f"{base}/#token={token}", token=token, expires_at=expires)
 
 
+@router.delete(
+    "/learners/{learner_id}/access",
+    status_code=204,
+    responses=error_responses(404, 422),
+    summary="Revoke the learner's links",
+    tags=["learners"],
+)
+async def revoke_access(learner_id: str, key: ApiKey, ctx: Ctx) -> Response:
+    """Every link minted for the learner stops working at once (401 from then on)."""
+    with known_learner(learner_id):
+        await ctx.store.revoke_access(learner_id, key.id)
+    return Response(status_code=204)
+
+
 @router.get("/me", response_model=Me, summary="The learner and what they may choose")
 async def me(access: Learner, ctx: Ctx) -> Me:
     """The learner, every tier (allowed or not, and why) with what is left this month."""
@@ -206,6 +221,8 @@ async def start_my_session(
 ) -> SessionCreated:
     """Start a WebRTC session for the token's learner, within their plan (403 outside it)."""
     learner = access.learner
+    find_persona(body.persona)  # a bad choice changes nothing (422 first)
+    check_tier(body.tier)
     if body.cefr_level is not None and body.cefr_level != learner.cefr_level:
         learner = await ctx.store.update_learner(
             learner.id, learner.owner_key_id, cefr_level=body.cefr_level

@@ -176,6 +176,8 @@ class Settings(BaseSettings):
         telnyx_texml_connection_id: The TeXML application id that places Telnyx verification
             calls (``TELNYX_TEXML_CONNECTION_ID``); Twilio is used when its SID and token are set.
         telnyx_api_base_url: Telnyx REST base; ``None`` = ``https://api.telnyx.com``.
+        phone_verify_calls_per_key: Verification calls one API key's learners may cause
+            (``limits`` notation); each is a paid call to any number, so abuse costs money.
     """
 
     model_config = SettingsConfigDict(env_prefix="VOXTUTOR_", env_file=".env", extra="ignore")
@@ -281,6 +283,7 @@ class Settings(BaseSettings):
         ),
     )
     telnyx_api_base_url: str | None = None
+    phone_verify_calls_per_key: str = "50/day"
 
     @field_validator("home")
     @classmethod

@@ -7,11 +7,14 @@ write used to be logged and lost. Now it goes into a SQLite file on the server's
 returns) and a background task applies the queued writes in order, every ``retry_s``
 seconds, until the database takes them; a server restarted meanwhile finds them in the file.
 
-Order is kept: while anything is queued, new writes queue behind it. None is doubled: a turn
+Order is kept: while anything is queued, new writes queue behind it, and so does the terminal
+status the supervisor writes when a process exits. Turns and usage are never doubled: a turn
 is unique per session and index, a usage row carries a ``write_id`` made when the write
 arrived, so a write whose commit reached the database although its answer did not is
-refused as a duplicate on the retry and dropped. A write the database refuses for what it
-is (a bad row, not an outage) is logged and dropped, as before.
+refused as a duplicate on the retry and dropped. An assessment, session event or review
+rating has no such id yet: in that one window (the commit made, its answer lost) its retry
+is applied again. A write the database refuses for what it is (a bad row, not an outage) is
+logged and dropped, as before. A queued row's ``created_at`` is when it was applied.
 """
 
 from __future__ import annotations

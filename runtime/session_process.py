@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from contracts.session_spec import SessionSpec
-from pipelines.notices import assessment_notices
 from runtime.memory_limit import apply_memory_limit
 
 if TYPE_CHECKING:
@@ -236,6 +235,8 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
         await store.add_assessment(spec.session_id, assessment.to_dict(), index)
         if session is not None:  # the learner's app shows it inline, live
             from pipecat.processors.frameworks.rtvi import RTVIServerMessageFrame
+
+            from pipelines.notices import assessment_notices
 
             notes = assessment_notices(assessment, index)
             await session.worker.queue_frames([RTVIServerMessageFrame(data=n) for n in notes])

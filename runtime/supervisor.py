@@ -374,6 +374,16 @@ class SessionSupervisor:
             except Exception as e:  # metrics must never break a session
                 logger.warning(f"on_turn callback failed: {e}")
 
+    async def _set_status(self, session_id: str, status: str, reason: str) -> None:
+        """Write a session's terminal status behind its writes still queued in the outbox.
+
+        So the report job never starts on a transcript the database has not got yet.
+        """
+        if self.outbox is not None:
+            await self.outbox.write("set_session_status", [session_id, status, reason], {})
+        else:
+            await self.store.set_session_status(session_id, status, reason)
+
     async def _watch(self, child: _Child) -> None:
         code = await child.proc.wait()
         if child.reader is not None:
@@ -390,7 +400,7 @@ class SessionSupervisor:
             reason = f"session process died (exit status {code})"
             logger.error(f"session {sid}: {reason}")
             with contextlib.suppress(Exception):
-                await self.store.set_session_status(sid, "failed", reason)
+                await self._set_status(sid, "failed", reason)
         started = child.ready.done() and child.ready.exception() is None
         if started and self.on_ended is not None:
             try:
@@ -459,7 +469,7 @@ class SessionSupervisor:
             await asyncio.wait_for(child.proc.wait(), grace_s)
         except TimeoutError:
             await self._kill(child)
-            await self.store.set_session_status(child.spec.session_id, "ended", "ended (forced)")
+            await self._set_status(child.spec.session_id, "ended", "ended (forced)")
 
     async def _kill(self, child: _Child) -> None:
         if child.proc.returncode is None:

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 
 from store.base import StoreBase, hash_secret, learner_info, new_secret, owned_learner
-from store.models import Learner, LearnerAccessToken, utcnow
+from store.models import ApiKey, Learner, LearnerAccessToken, utcnow
 from store.records import LearnerInfo, StoreError
 
 MAX_TTL = timedelta(days=7)
@@ -64,7 +64,10 @@ class AccessStore(StoreBase):
         return token, row.expires_at
 
     async def learner_access(self, token: str) -> LearnerAccess | None:
-        """The learner a token opens, or ``None`` for an unknown token.
+        """The learner a token opens, or ``None`` for an unknown or revoked token.
+
+        A token stops working when it expires, when the learner is erased, when it is
+        revoked (:meth:`revoke_access`) and when the owning app's API key is revoked.
 
         Raises:
             AccessExpiredError: The token exists and has expired.
@@ -74,7 +77,11 @@ class AccessStore(StoreBase):
                 await s.execute(
                     select(LearnerAccessToken, Learner)
                     .join(Learner, Learner.id == LearnerAccessToken.learner_id)
-                    .where(LearnerAccessToken.hash == hash_secret(token))
+                    .join(ApiKey, ApiKey.id == Learner.owner_key_id)
+                    .where(
+                        LearnerAccessToken.hash == hash_secret(token),
+                        ApiKey.revoked_at.is_(None),  # revoking the app's key ends its links
+                    )
                 )
             ).first()
             if found is None or found[1].erased:
@@ -83,3 +90,16 @@ class AccessStore(StoreBase):
             if access.expires_at <= utcnow():
                 raise AccessExpiredError("this access link has expired")
             return LearnerAccess(learner_info(learner), access.expires_at)
+
+    async def revoke_access(self, learner_id: str, owner_key_id: str) -> int:
+        """Revoke every link of the learner (a leaked one, a lost phone); how many there were.
+
+        Raises:
+            NotFoundError: no such learner for this key.
+        """
+        async with self._tx() as s:
+            await owned_learner(s, learner_id, owner_key_id)
+            done = await s.execute(
+                delete(LearnerAccessToken).where(LearnerAccessToken.learner_id == learner_id)
+            )
+            return int(getattr(done, "rowcount", 0) or 0)

@@ -103,12 +103,15 @@ async def migrate_engine(engine: AsyncEngine, revision: str = "head") -> None:
         sqlalchemy.exc.SQLAlchemyError: If the database rejects a migration.
     """
     async with engine.connect() as conn:
-        await conn.run_sync(_upgrade, alembic_config(), revision)
-        await conn.commit()
-        if engine.dialect.name == "sqlite":
-            # Migrations run with foreign keys off (store/migrations/env.py); this pooled
-            # connection gets them back before anyone else uses it.
-            await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+        try:
+            await conn.run_sync(_upgrade, alembic_config(), revision)
+            await conn.commit()
+        finally:
+            if engine.dialect.name == "sqlite":
+                # Migrations run with foreign keys off (store/migrations/env.py); this pooled
+                # connection gets them back before anyone else uses it, even after a failure.
+                await conn.rollback()
+                await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 
 async def migrate(url: str) -> None:

@@ -165,12 +165,28 @@ class PhoneIdentityStore(StoreBase):
         now = utcnow()
         async with self._tx() as s:
             row = await owned_learner(s, learner_id, owner_key_id, lock=True)
-            pending = await s.scalar(
-                select(PhoneVerification).where(PhoneVerification.learner_id == learner_id)
+            # Every entry spends an attempt first, in one UPDATE: concurrent guesses each
+            # count (and take the write lock, on SQLite too), so 5 is 5 however they arrive.
+            took = await s.execute(
+                update(PhoneVerification)
+                .where(
+                    PhoneVerification.learner_id == learner_id,
+                    PhoneVerification.attempts < MAX_ATTEMPTS,
+                    PhoneVerification.expires_at > now,
+                )
+                .values(attempts=PhoneVerification.attempts + 1)
             )
-            if pending is None or pending.expires_at <= now or pending.attempts >= MAX_ATTEMPTS:
-                proved = None
-            elif hmac.compare_digest(pending.code_hash, _hash(learner_id, code.strip())):
+            pending = (
+                await s.scalar(
+                    select(PhoneVerification).where(PhoneVerification.learner_id == learner_id)
+                )
+                if getattr(took, "rowcount", 0)
+                else None
+            )
+            proved = None
+            if pending is not None and hmac.compare_digest(
+                pending.code_hash, _hash(learner_id, code.strip())
+            ):
                 proved = pending.phone
                 await s.delete(pending)
                 await s.execute(
@@ -185,9 +201,6 @@ class PhoneIdentityStore(StoreBase):
                 await s.flush()
                 row.phone, row.phone_verified_at = proved, now
                 await s.flush()
-            else:
-                proved = None
-                pending.attempts += 1  # committed: the wrong entry counts
             info = learner_info(row)
         if proved is None:
             raise InvalidCodeError("the code is wrong or expired")

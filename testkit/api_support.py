@@ -238,6 +238,7 @@ async def make_api(url: str, tmp_path: Path, **settings: Any) -> AsyncIterator[A
         "session_idle_timeout_s": 120,
         "rate_limit_per_key": "100000/minute",
         "session_starts_per_learner": "100000/hour",
+        "phone_verify_calls_per_key": "100000/day",
     }
     cfg = Settings(home=tmp_path, **{**defaults, **settings})
     app = create_app(cfg, store=store, supervisor=sup, llm_base_url="http://127.0.0.1:9/v1")

@@ -112,3 +112,29 @@ async def test_only_the_owning_key_mints_links(api: Api) -> None:
         f"{V1}/learners/{eva}/access", json={"ttl_minutes": 10**6}, headers=api.a
     )
     assert_error(r, 422)
+
+
+async def test_revoking_the_links_or_the_apps_key_ends_them(api: Api) -> None:
+    eva = await api.learner()
+    token = await link(api, eva)
+    r = await api.client.delete(f"{V1}/learners/{eva}/access", headers=api.b)
+    assert_error(r, 404)  # not key B's learner
+    assert (await api.client.get(f"{V1}/me", headers=bearer(token))).status_code == 200
+    r = await api.client.delete(f"{V1}/learners/{eva}/access", headers=api.a)
+    assert r.status_code == 204
+    assert_error(await api.client.get(f"{V1}/me", headers=bearer(token)), 401, "unauthorized")
+    fresh = await link(api, eva)
+    assert await api.store.revoke_api_key(api.key_a_id)
+    assert_error(await api.client.get(f"{V1}/me", headers=bearer(fresh)), 401, "unauthorized")
+
+
+async def test_a_refused_start_leaves_the_level_alone(api: Api) -> None:
+    eva = await api.learner(cefr_level="A2")
+    token = await link(api, eva)
+    r = await api.client.post(
+        f"{V1}/me/sessions",
+        json={"persona": "nobody", "tier": "local", "cefr_level": "C1"},
+        headers=bearer(token),
+    )
+    assert_error(r, 422)
+    assert (await api.store.get_learner(eva)).cefr_level == "A2"  # type: ignore[union-attr]

@@ -7,6 +7,7 @@ was asked to say, as the person answering the phone would hear it.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -151,6 +152,16 @@ async def test_codes_are_rate_limited_spent_by_wrong_guesses_and_expire(
     assert await papi.store.find_learner_by_phone(NUMBER) is None
 
 
+async def test_concurrent_guesses_each_spend_an_attempt(papi: Api, twilio: TwilioFake) -> None:
+    lid = await papi.learner()
+    assert (await claim(papi, lid)).status_code == 202
+    code = heard(twilio.served("call")[-1])
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    answers = await asyncio.gather(*(enter(papi, lid, wrong) for _ in range(2 * MAX_ATTEMPTS)))
+    assert {r.status_code for r in answers} == {422}
+    assert_error(await enter(papi, lid, code), 422, "invalid_code")  # all spent
+
+
 async def test_a_refused_call_answers_502_and_does_not_hold_back_a_retry(
     papi: Api, twilio: TwilioFake
 ) -> None:
@@ -161,6 +172,19 @@ async def test_a_refused_call_answers_502_and_does_not_hold_back_a_retry(
     assert TOKEN not in r.text
     twilio.refuse_calls = False
     assert (await claim(papi, lid)).status_code == 202
+
+
+async def test_verification_calls_per_key_are_limited(
+    twilio: TwilioFake, sqlite_url: str, tmp_path: Path
+) -> None:
+    extra = {"phone_lines": {LINE: {"tier": "local"}}, "phone_verify_calls_per_key": "2/day"}
+    async for api in make_api(sqlite_url, tmp_path, **extra):
+        for _ in range(2):
+            assert (await claim(api, await api.learner())).status_code == 202
+        r = await claim(api, await api.learner())
+        assert_error(r, 429, "rate_limited")
+        assert int(r.headers["Retry-After"]) > 0
+        assert len(twilio.served("call")) == 2  # no third paid call
 
 
 @pytest.mark.parametrize("body", [{"phone": "12345"}, {"phone": "+0420601123"}, {}, {"phone": 5}])

@@ -223,7 +223,7 @@ async def open_link(browser: Browser, link: str, viewport: dict[str, int]) -> tu
     await page.wait_for_selector("#start")
     assert "token" not in page.url and page.url.endswith("#/start"), page.url
     token = link.split("#token=", 1)[1]
-    stored = await page.evaluate("sessionStorage.getItem('voxtutor-learner-token')")
+    stored = await page.evaluate("localStorage.getItem('voxtutor-learner-token')")
     assert stored == token
     return page, watch
 
@@ -373,7 +373,7 @@ async def text_session(page: Page, served: Served) -> None:
     await page.click("#end")
     await page.wait_for_selector("#session-after a[href^='#/history/']", timeout=60_000)
     # A token the server no longer accepts: the page says to ask the app for a new link.
-    await page.evaluate("sessionStorage.setItem('voxtutor-learner-token', 'expired')")
+    await page.evaluate("localStorage.setItem('voxtutor-learner-token', 'expired')")
     await page.reload()
     await page.wait_for_selector(".page.message.expired_title")
     assert "abgelaufen" in await page.inner_text("h1")  # in the language last used

@@ -3,6 +3,7 @@
 // The session page (pages/session.js) listens to its events and draws; the connection
 // outlives the page, so the learner can look at History or Progress while talking.
 import { api } from "./api.js";
+import { t } from "./i18n.js";
 import { openMic, stopStream } from "./mic.js";
 import { Peer } from "./rtc.js";
 
@@ -92,6 +93,10 @@ export class LiveSession extends EventTarget {
           if ((await this.sessionStatus()) === "ended") return this.finish();
         }
       }
+      // A new session costs one of the month's: start one at most once on our own; if that
+      // one fails too, the learner decides (Start) rather than a loop spending the quota.
+      if (this.restarted) throw new Error(t("err_session_failed"));
+      this.restarted = true;
       this.peer.close();
       await this.create();
       this.addTurn({ role: "notice", kind: "reconnected" });

@@ -56,6 +56,7 @@ const en = {
   err_nothing_due: "Nothing is due for review. Choose a conversation.",
   err_no_tier: "Your plan allows no voice quality right now.",
   err_generic: "Could not start: {message}",
+  err_session_failed: "The session stopped again. Start a new one when you are ready.",
   upgrade: "Upgrade your plan",
 
   session_title: "Session",
@@ -213,6 +214,7 @@ const de = {
   err_nothing_due: "Heute ist nichts zu wiederholen. Wähle ein Gespräch.",
   err_no_tier: "Dein Tarif erlaubt gerade keine Sprachqualität.",
   err_generic: "Start nicht möglich: {message}",
+  err_session_failed: "Die Sitzung ist wieder abgebrochen. Starte eine neue, wenn du bereit bist.",
   upgrade: "Tarif wechseln",
 
   session_title: "Sitzung",
@@ -369,6 +371,7 @@ const cs = {
   err_nothing_due: "Dnes není nic k opakování. Vyberte konverzaci.",
   err_no_tier: "Váš tarif teď nepovoluje žádnou kvalitu hlasu.",
   err_generic: "Lekci nelze začít: {message}",
+  err_session_failed: "Lekce se znovu přerušila. Začni novou, až budeš připraven.",
   upgrade: "Změnit tarif",
 
   session_title: "Lekce",

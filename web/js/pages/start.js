@@ -116,7 +116,9 @@ async function start(form, error, audio) {
     await live.prepare();
   } catch (e) {
     button.disabled = false;
-    const upgrade = e.body && e.body.upgrade_url;
+    // Only the operator's own page (VOXTUTOR_UPGRADE_URL, absolute) is for the learner; the
+    // API's fallbacks need the operator's key.
+    const upgrade = e.body && /^https?:\/\//.test(e.body.upgrade_url || "") ? e.body.upgrade_url : null;
     replace(error, errorText(e), upgrade ? [" ", h("a", { href: upgrade }, t("upgrade"))] : null);
     return;
   }
