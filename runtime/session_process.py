@@ -233,13 +233,17 @@ async def run(spec: SessionSpec, channel: _Channel | None = None) -> int:
         turns = session.recorder.turns if session is not None else []
         index = learner_turn_index(turns, assessment.text)
         await store.add_assessment(spec.session_id, assessment.to_dict(), index)
-        if session is not None:  # the learner's app shows it inline, live
-            from pipecat.processors.frameworks.rtvi import RTVIServerMessageFrame
-
+        if session is not None and "end_reason" not in session_box:
+            # The learner's app shows it inline, live. Sent by the RTVI processor itself (an
+            # urgent transport message), never queued into the worker: frames queued behind
+            # the goodbye's EndFrame would keep the ended pipeline from finishing.
             from pipelines.notices import assessment_notices
 
-            notes = assessment_notices(assessment, index)
-            await session.worker.queue_frames([RTVIServerMessageFrame(data=n) for n in notes])
+            for note in assessment_notices(assessment, index):
+                try:
+                    await session.worker.rtvi.send_server_message(note)
+                except Exception as e:  # a notice must never break the session
+                    logger.warning(f"assessment notice not sent: {e!r}")
 
     async def on_turn(turn: TurnRecord) -> None:
         await store.add_turn(spec.session_id, turn)
