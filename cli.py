@@ -325,6 +325,39 @@ def serve(
     )
 
 
+@app.command("host")
+def host_command(
+    drain: Annotated[
+        str | None,
+        typer.Option(
+            "--drain",
+            metavar="HOST_ID",
+            help="Drain the running host HOST_ID (no new sessions; it exits after its last).",
+        ),
+    ] = None,
+) -> None:
+    """Run a session host for the API replicas on VOXTUTOR_NATS_URL (scale-out).
+
+    It registers in NATS, takes the sessions the replicas dispatch to it and runs each in its
+    own process. SIGTERM drains it; `voxtutor host --drain HOST_ID` drains a running one.
+    """
+    from runtime.cluster.host import request_drain, run_host
+
+    settings = get_settings()
+    if not settings.nats_url:
+        console.print("[red]error:[/] set VOXTUTOR_NATS_URL (e.g. nats://127.0.0.1:4222)")
+        raise typer.Exit(2)
+    _configure_logging(False)
+    if drain is not None:
+        try:
+            answer = asyncio.run(request_drain(settings, drain))
+        except (LookupError, ValueError) as e:
+            raise _fail(e) from None
+        console.print(f"host {answer.get('host')} draining; {answer.get('active')} session(s) left")
+        return
+    raise typer.Exit(asyncio.run(run_host(settings)))
+
+
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="Label, e.g. the client's name.")],

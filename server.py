@@ -251,6 +251,9 @@ def _add_ops_routes(app: FastAPI, public: bool) -> None:
     async def readyz(request: Request) -> JSONResponse:
         """200 when the database and the LLM server (if configured) answer; else 503.
 
+        On an API replica of a scaled-out deployment (``VOXTUTOR_NATS_URL``) the check is
+        ``hosts`` instead of ``llm``: at least one registered session host takes sessions.
+
         The database must answer ``SELECT 1`` and the LLM server ``GET {base}/models``, each
         within 2 s; ``checks`` names the one that failed. An LLM server that accepts the
         request but is still generating another reply after 2 s is ``busy``, and ready.
@@ -260,8 +263,15 @@ def _add_ops_routes(app: FastAPI, public: bool) -> None:
             body = Readiness(status="unready", checks={"app": "failed: not started"})
             return JSONResponse(body.model_dump(), status_code=503)
         checks = {"database": await _check_database(ctx)}
-        checks["llm"] = await _check_llm(ctx.llm_base_url) if ctx.llm_base_url else "skipped"
-        ok = all(v in ("ok", "skipped", "busy") for v in checks.values())
+        hosts = getattr(ctx.supervisor, "hosts", None)
+        if hosts is not None:  # an API replica: its sessions' LLM servers are the hosts'
+            up = [h for h in hosts() if not h.draining]
+            checks["hosts"] = f"ok: {len(up)} taking sessions" if up else "failed: none registered"
+        elif ctx.llm_base_url:
+            checks["llm"] = await _check_llm(ctx.llm_base_url)
+        else:
+            checks["llm"] = "skipped"
+        ok = all(v in ("ok", "skipped", "busy") or v.startswith("ok:") for v in checks.values())
         body = Readiness(status="ready" if ok else "unready", checks=checks)
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 

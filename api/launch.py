@@ -186,7 +186,9 @@ async def launch(ctx: AppContext, req: LaunchRequest) -> Launched:
         what = "session runtime" if supervisor is None else "LLM server"
         raise LaunchError(503, "runtime_unavailable", f"{what} not configured")
     # No await before the reservation: see the module doc.
-    local, max_local = uses_local_llm(req.tier), ctx.settings.max_local_sessions
+    local = uses_local_llm(req.tier)
+    # A scaled-out runtime counts every host's LLM server (runtime.cluster.dispatch).
+    max_local = int(getattr(supervisor, "max_local_sessions", ctx.settings.max_local_sessions))
     slot = ctx.slots.reserve(supervisor, local=local, max_local=max_local)
     if slot is None:
         ctx.metrics.error("capacity")

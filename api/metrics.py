@@ -18,6 +18,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 """Content type of the text exposition format."""
@@ -37,6 +39,12 @@ class Metrics:
         voice_to_voice: ``voxtutor_voice_to_voice_seconds``: learner stops → bot audio starts.
         ttfb: ``voxtutor_ttfb_seconds{service}``: time to first byte of stt, llm, tts.
         errors: ``voxtutor_errors_total{kind}``.
+
+    An API replica of a scaled-out deployment (:meth:`track_hosts`) also exposes, per
+    registered session host, ``voxtutor_host_active_sessions{host}``,
+    ``voxtutor_host_max_sessions{host}``, ``voxtutor_host_free_slots{host,kind}``,
+    ``voxtutor_host_load{host}`` (1-minute load per core) and ``voxtutor_host_draining{host}``,
+    the numbers an autoscaler (KEDA, HPA on external metrics) scales hosts on.
     """
 
     def __init__(self) -> None:
@@ -78,6 +86,15 @@ class Metrics:
         """Read ``voxtutor_active_sessions`` from ``count`` (e.g. the supervisor) when scraped."""
         self._active = count
 
+    def track_hosts(self, hosts: Callable[[], list[Any]]) -> None:
+        """Expose the session hosts ``hosts()`` returns at scrape time.
+
+        Args:
+            hosts: Returns the registry's records (``runtime.cluster.registry.HostRecord``:
+                ``host_id``, ``active``, ``max_sessions``, ``free``, ``load``, ``draining``).
+        """
+        self.registry.register(_HostCollector(hosts))
+
     def observe_spawn(self, seconds: float) -> None:
         """Record how long a session process took to become ready."""
         self.spawn_to_ready.observe(max(0.0, seconds))
@@ -114,3 +131,42 @@ class Metrics:
     def render(self) -> bytes:
         """Return the registry in the Prometheus text exposition format."""
         return generate_latest(self.registry)
+
+
+class _HostCollector(Collector):
+    """Per-host gauges read from the registry when ``/metrics`` is scraped."""
+
+    def __init__(self, hosts: Callable[[], list[Any]]):
+        self._hosts = hosts
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        """No fixed description: the hosts change."""
+        return []
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        """One sample per host (and per spare kind for free slots)."""
+        active = GaugeMetricFamily(
+            "voxtutor_host_active_sessions", "Sessions a host runs now.", labels=["host"]
+        )
+        most = GaugeMetricFamily(
+            "voxtutor_host_max_sessions", "Sessions a host runs at most.", labels=["host"]
+        )
+        free = GaugeMetricFamily(
+            "voxtutor_host_free_slots",
+            "Sessions a host would take now, per spare kind.",
+            labels=["host", "kind"],
+        )
+        load = GaugeMetricFamily(
+            "voxtutor_host_load", "A host's 1-minute load average per CPU core.", labels=["host"]
+        )
+        draining = GaugeMetricFamily(
+            "voxtutor_host_draining", "1 while a host drains.", labels=["host"]
+        )
+        for h in self._hosts():
+            active.add_metric([h.host_id], h.active)
+            most.add_metric([h.host_id], h.max_sessions)
+            load.add_metric([h.host_id], h.load)
+            draining.add_metric([h.host_id], float(h.draining))
+            for kind, n in sorted(h.free.items()):
+                free.add_metric([h.host_id, kind], n)
+        return [active, most, free, load, draining]

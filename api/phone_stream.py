@@ -23,6 +23,7 @@ import binascii
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,6 +186,7 @@ async def relay(
     session_url: str,
     end_session: Callable[[str], Awaitable[None]],
     hang_up: Callable[[], Awaitable[object]] | None = None,
+    connect: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
 ) -> str:
     """Check the carrier's handshake, then relay both ways until either side ends.
 
@@ -198,6 +200,9 @@ async def relay(
             records why.
         hang_up: Awaited when the session ended first, before the carrier's socket is
             closed (the server's REST hang-up, :mod:`api.phone_hangup`).
+        connect: Opens the session's side instead of a WebSocket to ``session_url``: on
+            an API replica, a relay over NATS to the host running the session
+            (:func:`runtime.cluster.media.open_relay`); it raises ``OSError`` when it fails.
 
     Returns:
         Why the relay ended (also logged by the caller).
@@ -217,7 +222,12 @@ async def relay(
         await end_session("the caller hung up before the stream started")
         return "caller hung up"
     try:
-        async with websockets.connect(session_url, open_timeout=5, max_size=None) as session:
+        opened = (
+            connect()
+            if connect is not None
+            else websockets.connect(session_url, open_timeout=5, max_size=None)
+        )
+        async with opened as session:
             await session.send(hello)
             await session.send(start_text)
             return await _pump(websocket, session, carrier, start, end_session, hang_up)
@@ -237,7 +247,7 @@ async def _refuse(
 
 async def _pump(
     websocket: WebSocket,
-    session: websockets.ClientConnection,
+    session: Any,
     carrier: str,
     start: StreamStart,
     end_session: Callable[[str], Awaitable[None]],

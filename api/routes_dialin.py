@@ -40,7 +40,7 @@ import hashlib
 import hmac
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Request
 from loguru import logger
@@ -56,9 +56,13 @@ from api.phone_calls import (
     menu_personas,
     persona_for,
     phone_calls,
+    shared_state,
     spoken_name,
 )
 from config.settings import PhoneLine
+from runtime.cluster import ephemeral
+from runtime.cluster.bus import EPHEMERAL_TTL_S
+from runtime.cluster.ephemeral import Ephemeral
 from store import LearnerInfo
 from transports.daily import (
     DAILY_KEY_ENV,
@@ -76,7 +80,12 @@ PINLESS_TOLERANCE_S = 300
 SECRET_ENV = "DAILY_DIALIN_HMAC"
 """Environment variable of ``settings.daily_dialin_hmac``."""
 REMEMBERED_CALLS = 1000
-"""How many answered ``callId`` s are remembered to answer a repeated webhook."""
+"""How many answered ``callId`` s are remembered to answer a repeated webhook (in memory)."""
+DIALIN_KIND = "dialin"
+"""Kind of the shared ``callId`` entries (:func:`runtime.cluster.ephemeral.key`)."""
+ANSWERING_S = 120.0
+"""Longest a replica's "answering this call" mark holds off Daily's retries elsewhere, s (a
+replica that died mid-answer no longer blocks the call after it)."""
 _MILLISECONDS = 10_000_000_000  # a Unix time above this is in ms (year 2286 in s)
 
 
@@ -209,13 +218,73 @@ def _check_signature(request: Request, body: bytes, ctx: AppContext) -> None:
         raise ApiError(status, code, f"invalid Daily dial-in signature: {e}") from None
 
 
-def _answered(app_state: object) -> dict[str, str]:
-    """``callId`` → session id of the calls answered lately (on ``app.state``)."""
+class AnsweredCalls:
+    """``callId`` → session id of the calls answered lately (a repeat starts no session).
+
+    In memory (the last :data:`REMEMBERED_CALLS`) in one process; in NATS KV
+    (``dialin.<sha256(callId)>``, :mod:`runtime.cluster.ephemeral`) on an API replica of a
+    scaled-out deployment, where Daily's retry may reach another replica.
+
+    Args:
+        shared: The deployment's ephemeral store, or ``None`` for memory.
+    """
+
+    def __init__(self, shared: Ephemeral | None = None):
+        self.shared = shared
+        self._memory: dict[str, str] = {}
+
+    async def reserve(self, call_id: str) -> str | None:
+        """Claim ``call_id`` for answering here.
+
+        Returns:
+            ``None`` if this caller now answers it; else the session id it was answered with
+            (``""`` while another request, or replica, is still answering it).
+        """
+        if self.shared is None:
+            if call_id in self._memory:
+                return self._memory[call_id]
+            self._memory[call_id] = ""  # reserved while this call is answered
+            return None
+        key = ephemeral.key(DIALIN_KIND, call_id)
+        for _ in range(3):  # an entry released between the two reads: reserve again
+            if await self.shared.create(key, {"session_id": ""}, ANSWERING_S):
+                return None
+            if (entry := await self.shared.get(key)) is not None:
+                session_id = entry.get("session_id")
+                return session_id if isinstance(session_id, str) else ""
+        return ""
+
+    async def answered(self, call_id: str, session_id: str) -> None:
+        """Remember that ``call_id`` was answered with ``session_id``."""
+        if self.shared is not None:
+            key = ephemeral.key(DIALIN_KIND, call_id)
+            try:
+                await self.shared.put(key, {"session_id": session_id}, EPHEMERAL_TTL_S)
+            except Exception as e:  # the call is answered; its mark still holds retries off
+                logger.bind(call_id=call_id).warning("dial-in answer not shared: {!r}", e)
+            return
+        self._memory[call_id] = session_id
+        while len(self._memory) > REMEMBERED_CALLS:
+            self._memory.pop(next(iter(self._memory)))
+
+    async def release(self, call_id: str) -> None:
+        """Forget ``call_id`` (its answer failed: Daily's retry may start it again)."""
+        if self.shared is not None:
+            try:
+                await self.shared.delete(ephemeral.key(DIALIN_KIND, call_id))
+            except Exception as e:  # the mark expires by itself after ANSWERING_S
+                logger.bind(call_id=call_id).warning("dial-in mark not cleared: {!r}", e)
+            return
+        self._memory.pop(call_id, None)
+
+
+def _answered(app_state: object) -> AnsweredCalls:
+    """The app's :class:`AnsweredCalls` (created on first use, kept on ``app.state``)."""
     calls = getattr(app_state, "daily_dialin_calls", None)
     if calls is None:
-        calls = {}
+        calls = AnsweredCalls(shared_state(app_state))
         setattr(app_state, "daily_dialin_calls", calls)  # noqa: B010
-    return calls
+    return cast(AnsweredCalls, calls)
 
 
 @router.post(
@@ -254,17 +323,14 @@ async def daily_dialin(request: Request, ctx: Ctx) -> DialinAnswer:
         where = ".".join(str(p) for p in e.errors()[0]["loc"]) or "body"
         raise ApiError(422, "invalid_request", f"{where}: {e.errors()[0]['msg']}") from None
     answered = _answered(request.app.state)
-    if call.call_id in answered:
-        return DialinAnswer(status="duplicate", session_id=answered[call.call_id] or None)
-    answered[call.call_id] = ""  # reserved while this call is answered
+    if (earlier := await answered.reserve(call.call_id)) is not None:
+        return DialinAnswer(status="duplicate", session_id=earlier or None)
     try:
         session_id = await _start(ctx, request, call)
     except BaseException:
-        answered.pop(call.call_id, None)
+        await answered.release(call.call_id)
         raise
-    answered[call.call_id] = session_id
-    while len(answered) > REMEMBERED_CALLS:
-        answered.pop(next(iter(answered)))
+    await answered.answered(call.call_id, session_id)
     return DialinAnswer(status="ready", session_id=session_id)
 
 

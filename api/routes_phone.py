@@ -21,6 +21,7 @@ RTP in PCMU (https://developers.telnyx.com/docs/voice/programmable-voice/texml-v
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response, WebSocket
@@ -191,7 +192,7 @@ async def media_stream(websocket: WebSocket, carrier: Carrier, token: str) -> No
     if ctx is None:
         await close(websocket, 1013, "the service is starting")
         return
-    pending = phone_calls(websocket.app.state, ctx.settings.phone_stream_ttl_s).claim(token)
+    pending = await phone_calls(websocket.app.state, ctx.settings.phone_stream_ttl_s).claim(token)
     if pending is None or pending.carrier != carrier.value:
         ctx.metrics.error("bad_media_stream")
         logger.warning("{} media stream refused: unknown or expired call token", carrier.value)
@@ -208,8 +209,13 @@ async def media_stream(websocket: WebSocket, carrier: Carrier, token: str) -> No
         if await hang_up(carrier.value, pending.call_id, ctx.settings):
             log.info("{} call hung up over REST", carrier.value)
 
+    # On an API replica the session runs on a host: its media goes over NATS.
+    open_media = getattr(ctx.supervisor, "open_media", None)
+    connect = None
+    if pending.phone_url.startswith("nats:") and open_media is not None:
+        connect = partial(open_media, pending.session_id)
     outcome = await relay(
-        websocket, carrier.value, pending.call_id, pending.phone_url, end, rest_hang_up
+        websocket, carrier.value, pending.call_id, pending.phone_url, end, rest_hang_up, connect
     )
     if outcome.startswith("refused"):
         ctx.metrics.error("bad_media_stream")

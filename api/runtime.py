@@ -21,6 +21,7 @@ from loguru import logger
 from api.metrics import Metrics
 from config.settings import Settings
 from contracts.session_spec import SessionSpec
+from runtime.cluster.host import spare_kinds as spare_kinds  # re-exported: callers import it here
 from store import Store
 
 
@@ -30,11 +31,12 @@ class Supervisor(Protocol):
     It updates each session's status in the store itself (``ready``, ``active``, ``ended``,
     ``failed``).
 
-    Attributes:
-        max_sessions: Concurrent sessions it runs at most.
     """
 
-    max_sessions: int
+    @property
+    def max_sessions(self) -> int:
+        """Concurrent sessions it runs at most."""
+        ...
 
     @property
     def active_count(self) -> int:
@@ -178,19 +180,16 @@ RuntimeFactory = Callable[[Settings, Store, Metrics], AbstractAsyncContextManage
 async def default_runtime(
     settings: Settings, store: Store, metrics: Metrics
 ) -> AsyncIterator[Runtime]:
-    """The runtime of ``voxtutor serve``: the local LLM server and the session supervisor.
+    """The runtime of ``voxtutor serve``: sessions here, or on hosts over NATS.
 
-    Starts the llama.cpp server (shared by every session) unless ``settings.llm_base_url``
-    points at one, and the smart-turn service (:mod:`services.turn_service`, one model for
-    every session) unless ``settings.smart_turn_url`` does, marks sessions a previous server
-    left live as failed (this process is the only one serving the store: run one worker),
-    and runs sessions in their own processes with warm spares; a ``daily`` session's room
-    is deleted once its process has exited. Each persona's opening prompt is evaluated in the
-    LLM server in the background (:func:`pipelines.local.warm_persona_prompts`), so that no
-    session's first turn waits for it. A report worker (:mod:`runtime.report_jobs`) writes
-    each ended session's report unless ``settings.reports`` is off, and sessions of revoked
-    keys are ended (:mod:`runtime.housekeeping`). Stops both services on exit; the app shuts
-    the supervisor.
+    With ``settings.nats_url`` set this process is one API replica of a scaled-out
+    deployment (:func:`cluster_runtime`). Without it (the embedded default, no broker) it
+    runs the sessions itself (:func:`runtime.cluster.host.session_runtime`: the shared
+    llama.cpp server and smart-turn service, warm spares, one process per session, the
+    report worker), marks sessions a previous server left live as failed (this process is
+    the only one serving the store: run one worker), deletes a ``daily`` session's room once
+    its process has exited, and ends sessions of revoked keys (:mod:`runtime.housekeeping`).
+    The app shuts the supervisor.
 
     Args:
         settings: Process settings.
@@ -200,69 +199,88 @@ async def default_runtime(
     Raises:
         weights.registry.ModelNotInstalledError: the local models are not installed.
         services.llama_server.LLMServerError: the LLM server did not start.
+        nats.errors.NoServersError: ``nats_url`` is set and no NATS server answered.
     """
-    from pipelines.local import local_llm, warm_persona_prompts
-    from runtime.housekeeping import housekeeping
-    from runtime.outbox import Outbox, store_writes
-    from runtime.report_jobs import ReportWorker
-    from runtime.supervisor import SessionSupervisor
+    if settings.nats_url:
+        async with cluster_runtime(settings, store, metrics) as rt:
+            yield rt
+        return
+    from runtime.cluster.host import session_runtime
     from transports.daily import release_session_room
 
     stale = await store.fail_live_sessions("server restarted")
     if stale:
         logger.warning(f"marked {stale} session(s) left live by a previous server as failed")
-    # Session writes the database cannot take now wait here (and survive a restart).
-    outbox = Outbox(
-        settings.home / "store-outbox.sqlite3", store_writes(store), settings.outbox_retry_s
+    async with session_runtime(
+        settings,
+        store,
+        on_turn=lambda _sid, turn: metrics.observe_turn(turn),
+        on_ended=partial(release_session_room, api_url=settings.daily_api_url),
+    ) as sessions:
+        async with _housekeeping(settings, store, sessions.supervisor):
+            yield Runtime(supervisor=sessions.supervisor, llm_base_url=sessions.llm_base_url)
+
+
+@asynccontextmanager
+async def cluster_runtime(
+    settings: Settings, store: Store, metrics: Metrics
+) -> AsyncIterator[Runtime]:
+    """The runtime of an API replica: sessions run on ``voxtutor host`` processes.
+
+    A :class:`runtime.cluster.dispatch.ClusterSupervisor` on ``settings.nats_url`` starts
+    each session on the least-loaded registered host and relays its signalling; it marks the
+    sessions of a host that left the registry ``failed``. ``/metrics`` gets each host's
+    active sessions and free slots. A ``daily`` session's room is deleted once the session
+    is no longer running anywhere. No LLM server runs here (each host has its own):
+    ``llm_base_url`` is :data:`runtime.cluster.dispatch.HOST_LLM`, which hosts replace.
+
+    Raises:
+        ValueError: ``settings.limits_url`` is not set (rate counters must be shared).
+        nats.errors.NoServersError: no NATS server answered.
+    """
+    from runtime.cluster.dispatch import HOST_LLM, ClusterSupervisor
+
+    if not settings.limits_url:
+        # Per-replica counters would let each replica grant the whole limit again.
+        raise ValueError(
+            "an API replica (VOXTUTOR_NATS_URL set) needs shared rate counters: set "
+            "VOXTUTOR_LIMITS_URL (e.g. async+redis://127.0.0.1:6379)"
+        )
+    supervisor = ClusterSupervisor(
+        settings,
+        store,
+        on_ready=metrics.observe_spawn,
     )
-    outbox.start()
-    async with local_llm(settings) as base_url, _turn_service(settings) as turn_url:
-        supervisor = SessionSupervisor(
+    await supervisor.start()
+    metrics.track_hosts(supervisor.hosts)
+    try:
+        async with _housekeeping(settings, store, supervisor):
+            yield Runtime(supervisor=supervisor, llm_base_url=HOST_LLM)
+    finally:
+        await supervisor.close()
+
+
+@asynccontextmanager
+async def _housekeeping(
+    settings: Settings, store: Store, supervisor: object
+) -> AsyncIterator[None]:
+    """Run :func:`runtime.housekeeping.housekeeping` for the context's lifetime."""
+    from runtime.housekeeping import housekeeping
+
+    task = asyncio.create_task(
+        housekeeping(
             store,
-            max_sessions=settings.max_sessions,
-            log_dir=settings.home / "logs" / "sessions",
-            spares=spare_kinds(settings),
-            on_turn=lambda _sid, turn: metrics.observe_turn(turn),
-            on_ended=partial(release_session_room, api_url=settings.daily_api_url),
-            turn_url=turn_url,
-            outbox=outbox,
-            memory_limit_mb=settings.session_memory_limit_mb,
+            supervisor,  # type: ignore[arg-type]
+            settings.revocation_poll_s,
+            settings.transcript_retention_days,
         )
-        supervisor.start_spare()  # every kind in spares
-        # Each persona's prompt is evaluated once now, so no session's first turn pays for it.
-        openings = _persona_openings() if settings.llm_warm_up else {}
-        warming = asyncio.create_task(warm_persona_prompts(base_url, openings))
-        # Reports of ended sessions (and of those a previous server left unwritten).
-        reports = (
-            asyncio.create_task(ReportWorker(store, settings, base_url).run_forever())
-            if settings.reports
-            else None
-        )
-        revocations = asyncio.create_task(
-            housekeeping(
-                store,
-                supervisor,
-                settings.revocation_poll_s,
-                settings.transcript_retention_days,
-            )
-        )
-        try:
-            yield Runtime(supervisor=supervisor, llm_base_url=base_url)
-        finally:
-            for task in (warming, reports, revocations):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            await outbox.close()
-
-
-def _persona_openings() -> dict[str, list[dict[str, str]]]:
-    """Every persona's opening at its default CEFR level (:func:`opening_messages`)."""
-    from config.personas import list_personas, load_persona
-    from pipelines.local import opening_messages
-
-    return {pid: opening_messages(load_persona(pid)) for pid in list_personas()}
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def known_tiers() -> tuple[str, ...]:
@@ -270,38 +288,6 @@ def known_tiers() -> tuple[str, ...]:
     from config.tiers import load_tiers
 
     return tuple(load_tiers())
-
-
-@asynccontextmanager
-async def _turn_service(settings: Settings) -> AsyncIterator[str]:
-    """Yield the smart-turn URL sessions use: ``smart_turn_url``, or a started service's."""
-    if settings.smart_turn_url:
-        yield settings.smart_turn_url
-        return
-    from services.turn_service import TurnService
-
-    async with TurnService() as service:
-        logger.info(f"smart-turn service on {service.url}")
-        yield service.url
-
-
-def spare_kinds(settings: Settings | None = None) -> tuple[str, ...]:
-    """The warm spares the server keeps (:data:`runtime.supervisor.SPARE_KINDS`).
-
-    ``local`` always; ``cloud`` if a cloud tier is usable; ``phone`` if, as well, Twilio or
-    Telnyx calls can arrive (their webhook secret is in ``settings``). A cloud spare
-    (imports only, ~150 MB idle) is kept only where some cloud tier has every primary key
-    set: on an offline machine it would never be used.
-    """
-    from config.tiers import load_tiers
-    from runtime.supervisor import spare_kind
-
-    tiers = load_tiers()
-    usable_cloud = any(spare_kind(n) == "cloud" and not t.missing_env() for n, t in tiers.items())
-    if not usable_cloud:
-        return ("local",)
-    phone = settings is not None and bool(settings.twilio_auth_token or settings.telnyx_public_key)
-    return ("local", "cloud", "phone") if phone else ("local", "cloud")
 
 
 def missing_env(tier: str) -> list[str]:

@@ -128,6 +128,16 @@ class Settings(BaseSettings):
         report_poll_s: How often the report worker looks for jobs, s.
         cors_origins: Origins allowed to call the API from a browser (comma-separated in env).
         max_body_bytes: Largest request body accepted, bytes (an SDP offer is ~5-10 KB).
+        nats_url: NATS server of a scaled-out deployment (``nats://host:4222``): ``voxtutor
+            serve`` is then an API replica that dispatches sessions to ``voxtutor host``
+            processes registered there (:mod:`runtime.cluster`). ``None`` (the embedded
+            default): ``voxtutor serve`` runs the sessions itself and needs no broker.
+        host_id: This session host's name in the registry; default ``<hostname>-<random>``.
+        host_heartbeat_s: How often a host refreshes its registry entry, s.
+        host_ttl_s: A host whose entry is this old is taken for dead: the registry drops it
+            and its sessions are marked ``failed``, s (JetStream KV ``max_age``).
+        host_load_threshold: CPU load (1-minute load average per core) at or above which a
+            host takes no new sessions.
         openai_base_url: OpenAI REST base (chat, speech, transcriptions); ``None`` = the SDK's
             default ``https://api.openai.com/v1``. Tests point it at a loopback fake.
         openai_realtime_url: OpenAI Realtime websocket; ``None`` = Pipecat's default
@@ -284,6 +294,11 @@ class Settings(BaseSettings):
     )
     telnyx_api_base_url: str | None = None
     phone_verify_calls_per_key: str = "50/day"
+    nats_url: str | None = None
+    host_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    host_heartbeat_s: float = Field(default=1.0, gt=0)
+    host_ttl_s: float = Field(default=5.0, gt=0)
+    host_load_threshold: float = Field(default=1.5, gt=0)
 
     @field_validator("home")
     @classmethod

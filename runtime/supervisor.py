@@ -15,11 +15,13 @@ import asyncio
 import contextlib
 import itertools
 import json
+import signal
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from runtime.outbox import Outbox
 from runtime.protocol import CapacityError, SessionNotRunningError, SessionRequestError
 from runtime.session_env import session_env
 from runtime.store_relay import RELAYED_CALLS
+from services.llama_server import die_with_parent
 from store import Store
 
 READY_TIMEOUT_S = 90.0
@@ -164,6 +167,15 @@ class SessionSupervisor:
         tiers = {sid: child.spec.tier for sid, child in self._children.items()}
         return list({**self._starting, **tiers}.values())
 
+    def active_ids(self) -> set[str]:
+        """The ids of the sessions counted in :attr:`active_count`."""
+        return set(self._children) | set(self._starting)
+
+    def tier_of(self, session_id: str) -> str | None:
+        """The tier of an active session, or ``None``."""
+        child = self._children.get(session_id)
+        return child.spec.tier if child else self._starting.get(session_id)
+
     def is_running(self, session_id: str) -> bool:
         """Whether ``session_id`` has a live process."""
         return session_id in self._children
@@ -257,6 +269,8 @@ class SessionSupervisor:
                 self.python, "-m", "runtime.session_process", arg,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
                 env=self._env(kind), limit=MAX_LINE_BYTES,
+                # A server or host killed with -9 leaves no session talking on unrecorded.
+                preexec_fn=partial(die_with_parent, signal.SIGKILL),
             )  # fmt: skip
         finally:
             log.close()
@@ -477,16 +491,26 @@ class SessionSupervisor:
                 child.proc.kill()
             await child.proc.wait()
 
-    async def shutdown(self) -> None:
-        """Stop every session process (closing stdin ends idle ones; the rest are killed)."""
+    async def retire_spares(self) -> None:
+        """Stop keeping warm spares and end the idle ones (a draining host needs none)."""
         self.spares = ()
-        for task in self._spare_task.values():
+        # Taken before any await: a second call (a drain, then shutdown) finds nothing left.
+        tasks, spares = list(self._spare_task.values()), list(self._spare.values())
+        self._spare_task.clear()
+        self._spare.clear()
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for spare in self._spare.values():
-            await self._retire(spare)
+        # A spare that finished preloading while its task was cancelled registered itself.
+        spares += [s for s in self._spare.values() if s not in spares]
         self._spare.clear()
+        for spare in spares:
+            await self._retire(spare)
+
+    async def shutdown(self) -> None:
+        """Stop every session process (closing stdin ends idle ones; the rest are killed)."""
+        await self.retire_spares()
         children = list(self._children.values())
         for child in children:
             if child.proc.stdin is not None:

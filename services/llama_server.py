@@ -34,6 +34,22 @@ after 10 assessment prompts, 9.6 GB after 40). 64 MiB keeps a handful of prompts
 session's conversation, the assessment prompt) and the server at ~3.7 GB after 40."""
 
 
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Have the calling (just forked) process get ``sig`` when its parent dies (Linux).
+
+    For ``preexec_fn``: a server or session process whose parent was killed (``kill -9``, an
+    OOM kill) exits instead of living on unowned. ``prctl(PR_SET_PDEATHSIG)``,
+    https://man7.org/linux/man-pages/man2/prctl.2.html; elsewhere it does nothing.
+    """
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, int(sig), 0, 0, 0)
+
+
 class LLMServerError(RuntimeError):
     """The local LLM server could not be started or did not become ready."""
 
@@ -175,6 +191,7 @@ class LlamaServer:
                 stderr=asyncio.subprocess.STDOUT,
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C in the terminal reaches us, not the child
+                preexec_fn=die_with_parent,  # a host killed with -9 leaves no server behind
             )
         finally:
             log.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -59,12 +60,12 @@ def librivox() -> dict[Path, str]:
     return {LIBRIVOX / f"{k}.wav": v for k, v in librivox_transcripts().items()}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A migrated-nothing, empty database URL: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'voxtutor.db'}"
-        return
+@contextlib.asynccontextmanager
+async def fresh_postgres(prefix: str = "voxtutor_test") -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database ``<prefix>_<hex>``; yields its SQLAlchemy URL.
+
+    Dropped at the end. Fails the test (no skip) when PostgreSQL is unreachable.
+    """
     try:
         admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
     except (OSError, asyncpg.PostgresError, TimeoutError) as e:
@@ -74,7 +75,7 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
             "(a role that may CREATE DATABASE).",
             pytrace=False,
         )
-    name = f"voxtutor_test_{secrets.token_hex(6)}"
+    name = f"{prefix}_{secrets.token_hex(6)}"
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
         url = make_url(PG_ADMIN_DSN).set(drivername="postgresql+asyncpg", database=name)
@@ -82,6 +83,16 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A migrated-nothing, empty database URL: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'voxtutor.db'}"
+        return
+    async with fresh_postgres() as url:
+        yield url
 
 
 # -- the HTTP API (tests/api/; helpers in testkit/api_support.py) ---------------------------
