@@ -230,8 +230,8 @@ async def cluster_runtime(
     A :class:`runtime.cluster.dispatch.ClusterSupervisor` on ``settings.nats_url`` starts
     each session on the least-loaded registered host and relays its signalling; it marks the
     sessions of a host that left the registry ``failed``. ``/metrics`` gets each host's
-    active sessions and free slots. A ``daily`` session's room is deleted once the session
-    is no longer running anywhere. No LLM server runs here (each host has its own):
+    active sessions and free slots. The host that ran a ``daily`` session deletes its room
+    once the process has exited. No LLM server runs here (each host has its own):
     ``llm_base_url`` is :data:`runtime.cluster.dispatch.HOST_LLM`, which hosts replace.
 
     Raises:
@@ -246,11 +246,7 @@ async def cluster_runtime(
             "an API replica (VOXTUTOR_NATS_URL set) needs shared rate counters: set "
             "VOXTUTOR_LIMITS_URL (e.g. async+redis://127.0.0.1:6379)"
         )
-    supervisor = ClusterSupervisor(
-        settings,
-        store,
-        on_ready=metrics.observe_spawn,
-    )
+    supervisor = ClusterSupervisor(settings, store)
     await supervisor.start()
     metrics.track_hosts(supervisor.hosts)
     try:

@@ -57,6 +57,7 @@ SERVER_ONLY = frozenset(
         "VOXTUTOR_STRIPE_SECRET_KEY",
         "VOXTUTOR_STRIPE_WEBHOOK_SECRET",
         "VOXTUTOR_LIMITS_URL",
+        "VOXTUTOR_NATS_URL",  # the broker: a session process may spawn or end any session
     }
 )
 """``VOXTUTOR_`` aliases of secrets only the server uses (``config.settings``)."""

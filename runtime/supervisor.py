@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import signal
 import sys
 import time
@@ -270,7 +271,7 @@ class SessionSupervisor:
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
                 env=self._env(kind), limit=MAX_LINE_BYTES,
                 # A server or host killed with -9 leaves no session talking on unrecorded.
-                preexec_fn=partial(die_with_parent, signal.SIGKILL),
+                preexec_fn=partial(die_with_parent, signal.SIGKILL, os.getpid()),
             )  # fmt: skip
         finally:
             log.close()

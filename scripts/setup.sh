@@ -10,9 +10,13 @@ cd "$(dirname "$0")/.."
 # hunspell-de-de and hunspell-cs are the dictionaries that check the tutors' corrections;
 # libhunspell-dev lets pip build the Hunspell binding against them.
 # The local tier's German voice is SVOX Pico (libttspico-utils) and its Czech voice is
-# Festival with the Czech voices; espeak-ng stays as their fallback.
+# Festival with the Czech voices; espeak-ng stays as their fallback. The scale-out tests
+# (tests/cluster/) start NATS servers of their own: nats-server (JetStream) is checked for as
+# a program, since a machine may run NATS without the Debian package.
 APT_PACKAGES=(espeak-ng pocketsphinx-testdata chromium hunspell-de-de hunspell-cs libhunspell-dev
   festival festival-czech festvox-czech-dita festvox-czech-machac libttspico-utils)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] \
+  || APT_PACKAGES+=(nats-server)
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 # SVOX Pico is in Debian's non-free component (its lingware comes without source), which a
 # default Debian install does not enable. On Debian we add it, and say so; elsewhere (Ubuntu

@@ -16,7 +16,9 @@ import signal
 import socket
 import sys
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 from loguru import logger
@@ -34,20 +36,43 @@ after 10 assessment prompts, 9.6 GB after 40). 64 MiB keeps a handful of prompts
 session's conversation, the assessment prompt) and the server at ~3.7 GB after 40."""
 
 
-def die_with_parent(sig: int = signal.SIGTERM) -> None:
-    """Have the calling (just forked) process get ``sig`` when its parent dies (Linux).
+PR_SET_PDEATHSIG = 1
+"""``prctl`` option: the signal a process gets when its parent dies (linux/prctl.h)."""
 
-    For ``preexec_fn``: a server or session process whose parent was killed (``kill -9``, an
-    OOM kill) exits instead of living on unowned. ``prctl(PR_SET_PDEATHSIG)``,
-    https://man7.org/linux/man-pages/man2/prctl.2.html; elsewhere it does nothing.
-    """
+
+def _libc_prctl() -> Any:
+    """Libc's ``prctl``, resolved in the parent (a child must not ``dlopen`` after fork)."""
     if sys.platform != "linux":
-        return
+        return None
     import ctypes
 
-    pr_set_pdeathsig = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, int(sig), 0, 0, 0)
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()
+
+
+def die_with_parent(sig: int = signal.SIGTERM, parent: int | None = None) -> None:
+    """Have the calling (just forked) process get ``sig`` when its parent dies (Linux).
+
+    For ``preexec_fn``, as ``partial(die_with_parent, sig, os.getpid())`` made in the
+    parent: a server or session process whose parent was killed (``kill -9``, an OOM kill)
+    exits instead of living on unowned. ``prctl(PR_SET_PDEATHSIG)``,
+    https://man7.org/linux/man-pages/man2/prctl.2.html; elsewhere it does nothing.
+
+    Args:
+        sig: The signal the child gets.
+        parent: The parent's PID; when it is no longer the child's parent (it died between
+            fork and ``prctl``), the child signals itself at once.
+    """
+    if _PRCTL is None:
+        return
+    _PRCTL(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    if parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), sig)
 
 
 class LLMServerError(RuntimeError):
@@ -191,7 +216,8 @@ class LlamaServer:
                 stderr=asyncio.subprocess.STDOUT,
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C in the terminal reaches us, not the child
-                preexec_fn=die_with_parent,  # a host killed with -9 leaves no server behind
+                # A host killed with -9 leaves no server behind.
+                preexec_fn=partial(die_with_parent, signal.SIGTERM, os.getpid()),
             )
         finally:
             log.close()

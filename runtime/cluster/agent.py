@@ -27,7 +27,7 @@ from loguru import logger
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.errors import NoKeysError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, NoKeysError
 
 from config.settings import Settings
 from config.tiers import load_tiers
@@ -40,6 +40,7 @@ from runtime.cluster.bus import (
     decode,
     encode,
     host_subject,
+    redact,
     reply,
     session_subject,
 )
@@ -99,13 +100,47 @@ class HostAgent:
         self._subs.append(
             await self.nc.subscribe(host_subject(self.host_id, "spawn"), cb=self._on_spawn)
         )
+        await self._claim_id()
         self._subs.append(
             await self.nc.subscribe(host_subject(self.host_id, "drain"), cb=self._on_drain)
+        )
+        self._subs.append(
+            await self.nc.subscribe(host_subject(self.host_id, "ping"), cb=self._on_ping)
         )
         await self._fail_left_behind()
         await self.publish()
         self._beat = asyncio.create_task(self._heartbeat(), name="host-heartbeat")
-        logger.info(f"session host {self.host_id} registered on {self.settings.nats_url}")
+        where = redact(self.settings.nats_url or "")
+        logger.info(f"session host {self.host_id} registered on {where}")
+
+    async def _claim_id(self) -> None:
+        """Make sure no other live host uses this id (both would take every spawn).
+
+        A record of this id younger than the TTL is either a predecessor that just died
+        (it ages out within the TTL) or another live host (it keeps being refreshed).
+
+        Raises:
+            RuntimeError: another host has kept this id's record fresh for over a TTL.
+        """
+        ttl = self.settings.host_ttl_s
+        deadline = time.monotonic() + 1.5 * ttl
+        while True:
+            try:
+                entry = await self._hosts.get(self.host_id)
+            except (KeyNotFoundError, KeyDeletedError):
+                return
+            record = HostRecord.from_bytes(entry.value or b"")
+            if record is None or time.time() - record.updated > ttl:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"another session host is running as {self.host_id!r}: give each host its "
+                    "own VOXTUTOR_HOST_ID"
+                )
+            await asyncio.sleep(self.settings.host_heartbeat_s)
+
+    async def _on_ping(self, msg: Msg) -> None:
+        await msg.respond(reply(True, {"host": self.host_id, "active": self._active()}))
 
     async def _fail_left_behind(self) -> None:
         """Mark ``failed`` the sessions a previous process with this host id left listed.
@@ -177,9 +212,22 @@ class HostAgent:
                 self.drained.set()
 
     async def _forget_ended(self) -> None:
-        """Drop the subjects and registry entries of sessions whose process has exited."""
+        """Drop the subjects and registry entries of sessions whose process has exited.
+
+        A running session whose entry is gone was taken for dead by a replica (this host
+        missed heartbeats) and is already ``failed`` in the store: it is ended, so no
+        session runs that the store calls failed.
+        """
         for sid in list(self._session_subs):
-            if sid in self._starting or self.supervisor.is_running(sid):
+            if sid in self._starting:
+                continue
+            if self.supervisor.is_running(sid):
+                try:
+                    await self._sessions.get(sid)
+                except (KeyNotFoundError, KeyDeletedError):
+                    logger.bind(session_id=sid).error("session was failed by a replica; ending it")
+                    with contextlib.suppress(Exception):
+                        await self.supervisor.end(sid, "session host lost its registration")
                 continue
             for sub in self._session_subs.pop(sid, []):
                 with contextlib.suppress(Exception):
@@ -227,33 +275,41 @@ class HostAgent:
         if uses_local_llm(spec.tier):
             self._local_starting.add(sid)
         try:
-            await self._sessions.put(sid, encode({"host": self.host_id}))
-            self._session_subs[sid] = [
-                await self.nc.subscribe(session_subject(sid, op), cb=self._session_handler(op))
-                for op in ("offer", "ice", "end", "media")
-            ]
-            await self.publish()  # the slot is taken: dispatchers see it before the next beat
-            spec = replace(spec, llm_base_url=self.llm_base_url)
-            try:
-                await self.supervisor.spawn(spec)
-            except CapacityError as e:
-                await msg.respond(reply(False, code="capacity", error=str(e)))
-                return
-            except RuntimeError as e:  # the supervisor marked the session failed
-                await msg.respond(reply(False, code="failed", error=str(e)))
-                return
-            logger.bind(session_id=sid).info(f"session started on host {self.host_id}")
-            info = self.supervisor.ready_info(sid)
-            data: dict[str, Any] = {"host": self.host_id}
-            if info.get("phone_url"):
-                data["phone"] = True
-            await msg.respond(reply(True, data))
+            await self._start(msg, spec)
+        except Exception as e:  # never leave the replica waiting for its timeout
+            logger.bind(session_id=sid).exception("spawn failed")
+            with contextlib.suppress(Exception):
+                await self.supervisor.store.set_session_status(sid, "failed", f"host error: {e!r}")
+                await msg.respond(reply(False, code="failed", error=type(e).__name__))
         finally:
             self._starting.discard(sid)
             self._local_starting.discard(sid)
             with contextlib.suppress(Exception):
                 await self._forget_ended()
                 await self.publish()
+
+    async def _start(self, msg: Msg, spec: SessionSpec) -> None:
+        """Register the session's subjects and entry, spawn it, answer the replica."""
+        sid = spec.session_id
+        await self._sessions.put(sid, encode({"host": self.host_id}))
+        self._session_subs[sid] = [
+            await self.nc.subscribe(session_subject(sid, op), cb=self._session_handler(op))
+            for op in ("offer", "ice", "end", "media")
+        ]
+        await self.publish()  # the slot is taken: dispatchers see it before the next beat
+        try:
+            await self.supervisor.spawn(replace(spec, llm_base_url=self.llm_base_url))
+        except CapacityError as e:
+            await msg.respond(reply(False, code="capacity", error=str(e)))
+            return
+        except RuntimeError as e:  # the supervisor marked the session failed
+            await msg.respond(reply(False, code="failed", error=str(e)))
+            return
+        logger.bind(session_id=sid).info(f"session started on host {self.host_id}")
+        data: dict[str, Any] = {"host": self.host_id}
+        if self.supervisor.ready_info(sid).get("phone_url"):
+            data["phone"] = True
+        await msg.respond(reply(True, data))
 
     def _session_handler(self, op: str) -> Any:
         async def handle(msg: Msg) -> None:

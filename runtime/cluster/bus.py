@@ -9,6 +9,8 @@ so an API replica and a session host cannot disagree:
     ``"failed"`` (the process did not start; the host marked the session ``failed``).
 ``voxtutor.host.<host id>.drain``
     request/reply: the host stops taking sessions and exits when its last one has ended.
+``voxtutor.host.<host id>.ping``
+    request/reply: the host is alive (asked before a replica fails its sessions).
 ``voxtutor.session.<session id>.<op>``
     request/reply, ``op`` one of ``offer``, ``ice``, ``end``, ``media``: whichever API replica
     got a browser's or carrier's request reaches the host that runs the session. No
@@ -33,12 +35,14 @@ key-value stores: https://docs.nats.io/nats-concepts/jetstream/key-value-store.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
 
 import nats
 from nats.aio.client import Client
+from nats.errors import NoServersError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError
@@ -52,7 +56,9 @@ EPHEMERAL_TTL_S = 900.0
 """Longest any ephemeral entry lives, s (a phone token is valid for far less; a replayed
 call webhook is answered from it for 10 minutes)."""
 SESSION_OPS = ("offer", "ice", "end", "media")
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+FIRST_CONNECT_S = 10.0
+"""Longest wait for the first connection to NATS, s (later drops are retried forever)."""
 
 
 def host_subject(host_id: str, op: str) -> str:
@@ -87,13 +93,13 @@ def relay_subject(relay_id: str, direction: str) -> str:
 
 
 def _checked(name: str) -> str:
-    if not _ID.match(name):
+    if not _ID.fullmatch(name):
         raise ValueError(f"not a valid id for a NATS subject: {name!r}")
     return name
 
 
 async def connect(url: str, name: str) -> Client:
-    """Connect to NATS at ``url``, retrying the first connection for up to ~10 s.
+    """Connect to NATS at ``url``, trying the first connection for up to 10 s.
 
     Args:
         url: ``nats://host:4222`` (``VOXTUTOR_NATS_URL``).
@@ -102,13 +108,24 @@ async def connect(url: str, name: str) -> Client:
     Raises:
         nats.errors.NoServersError: no server answered.
     """
-    return await nats.connect(
-        url,
-        name=name,
-        connect_timeout=2,
-        max_reconnect_attempts=-1,  # once connected, keep trying through a broker restart
-        reconnect_time_wait=0.5,
-    )
+    try:
+        return await asyncio.wait_for(
+            nats.connect(
+                url,
+                name=name,
+                connect_timeout=2,
+                max_reconnect_attempts=-1,  # once connected, keep trying through a restart
+                reconnect_time_wait=0.5,
+            ),
+            FIRST_CONNECT_S,
+        )
+    except TimeoutError:
+        raise NoServersError(f"no NATS server answered at {redact(url)}") from None
+
+
+def redact(url: str) -> str:
+    """``url`` without its user and password (for log lines and error messages)."""
+    return re.sub(r"//[^/@]*@", "//", url)
 
 
 async def bucket(js: JetStreamContext, name: str, ttl_s: float | None = None) -> KeyValue:

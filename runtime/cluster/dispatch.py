@@ -59,6 +59,8 @@ from store import Store
 
 HOST_LLM = "host://llm"
 """The ``llm_base_url`` an API replica puts in a spec: each host replaces it with its own."""
+PURGE_EVERY_S = 600.0
+"""How often a replica removes the sessions bucket's delete markers older than this, s."""
 MAX_HOSTS_TRIED = 3
 """Hosts asked in turn before a spawn is refused with 429 ``at_capacity``."""
 
@@ -136,12 +138,16 @@ class ClusterSupervisor:
 
     @property
     def active_count(self) -> int:
-        """Sessions running on the hosts, plus those this replica is starting."""
-        return sum(h.active for h in self.hosts()) + len(self._starting)
+        """Sessions on the hosts that take sessions, plus those this replica is starting.
+
+        A draining host's sessions are left out as its slots are (:attr:`max_sessions`).
+        """
+        return sum(h.active for h in self.hosts() if not h.draining) + len(self._starting)
 
     def active_tiers(self) -> list[str]:
         """The tier of each session counted in :attr:`active_count`."""
-        return [t for h in self.hosts() for t in h.tiers] + list(self._starting.values())
+        taking = [h for h in self.hosts() if not h.draining]
+        return [t for h in taking for t in h.tiers] + list(self._starting.values())
 
     def is_running(self, session_id: str) -> bool:
         """``True``: a replica cannot know at once whether some host runs the session.
@@ -208,6 +214,9 @@ class ClusterSupervisor:
                 refusals.append(f"{host}: gone")
                 continue
             except NatsTimeout:
+                # It may still start there: ask it to end rather than run unconnected.
+                with contextlib.suppress(Exception):
+                    await self.end(spec.session_id, "the start took too long")
                 raise RuntimeError(f"host {host} did not answer in time") from None
             body = decode(answer.data)
             if body.get("ok"):
@@ -290,11 +299,17 @@ class ClusterSupervisor:
                 del self._records[host_id]
 
     async def _poll(self) -> None:
+        last_purge = time.monotonic()
         while True:
             await asyncio.sleep(self.settings.host_heartbeat_s)
             try:
                 await self.refresh()
                 await self.reap()
+                if time.monotonic() - last_purge > PURGE_EVERY_S:
+                    # Ended sessions leave delete markers; without this the bucket (and each
+                    # listing of it) grows with every session ever run.
+                    last_purge = time.monotonic()
+                    await self.sessions_kv.purge_deletes(olderthan=int(PURGE_EVERY_S))
             except Exception as e:  # NATS reconnecting: read again next time
                 logger.debug(f"registry read failed: {e!r}")
 
@@ -302,7 +317,9 @@ class ClusterSupervisor:
         """Mark ``failed`` the sessions of hosts no longer in the registry; return how many.
 
         Reads the sessions bucket itself (not the watched copy), so it also finds sessions
-        left by hosts that died while no replica ran.
+        left by hosts that died while no replica ran. A host counts as gone when its record
+        has lapsed and it does not answer a ping either. The status is written before the
+        entry is deleted, so a database error leaves the entry for the next pass.
         """
         try:
             keys = await self.sessions_kv.keys()
@@ -315,7 +332,7 @@ class ClusterSupervisor:
                 entry = await self.sessions_kv.get(sid)
                 host = str(decode(entry.value or b"").get("host"))
                 if host not in alive:
-                    alive[host] = await self._registered(host)
+                    alive[host] = await self._registered(host) or await self._answers(host)
                 if alive[host]:
                     continue
                 try:  # only the replica whose delete lands marks it
@@ -324,7 +341,11 @@ class ClusterSupervisor:
                     continue  # another replica's delete landed first (nats-py: 10071)
                 self._where.pop(sid, None)
                 reason = f"session host {host} stopped answering"
-                await self.store.set_session_status(sid, "failed", reason)
+                try:
+                    await self.store.set_session_status(sid, "failed", reason)
+                except Exception:  # the database is down: leave it for the next pass
+                    await self.sessions_kv.put(sid, entry.value or b"")
+                    raise
                 logger.bind(session_id=sid).error(f"session failed: {reason}")
                 reaped += 1
         return reaped
@@ -344,6 +365,21 @@ class ClusterSupervisor:
         # Also by the record's age (the host's clock): a bucket whose max_age was set
         # otherwise, or not at all, must not keep a dead host alive.
         return record is not None and time.time() - record.updated <= 2 * self.settings.host_ttl_s
+
+    async def _answers(self, host_id: str) -> bool:
+        """Whether ``host_id`` answers a ping within the host TTL.
+
+        Asked before its sessions are failed: a host whose record lapsed because NATS
+        restarted, or because it stalled for a moment, still answers and keeps them.
+        """
+        try:
+            subject = host_subject(host_id, "ping")
+            await self.nc.request(subject, b"{}", timeout=self.settings.host_ttl_s)
+        except (NoRespondersError, NatsTimeout):
+            return False
+        except ValueError:  # not a host id a subject may carry: nobody can answer
+            return False
+        return True
 
     def _on_host(self, entry: KeyValue.Entry) -> None:
         """A registry change: a host's new record, or its deletion (it left)."""
@@ -365,6 +401,7 @@ class ClusterSupervisor:
     ) -> None:
         """Feed every value of ``kv``, then every change, to ``on_entry``; reconnects."""
         while True:
+            watcher = None
             try:
                 watcher = await kv.watchall()
                 async for entry in _updates(watcher):
@@ -374,6 +411,10 @@ class ClusterSupervisor:
             except Exception as e:
                 logger.debug(f"watch of the {name} bucket restarting: {e!r}")
                 await asyncio.sleep(1)
+            finally:
+                if watcher is not None:
+                    with contextlib.suppress(Exception):
+                        await watcher.stop()
 
     async def shutdown(self) -> None:
         """Stop reading and disconnect; the sessions go on on their hosts."""

@@ -26,6 +26,7 @@ SECRETS = {
     "TWILIO_AUTH_TOKEN": "twilio-secret",
     "DAILY_DIALIN_HMAC": "hmac-secret",
     "VOXTUTOR_TELNYX_PUBLIC_KEY": "telnyx-key",
+    "VOXTUTOR_NATS_URL": "nats://host:secret@nats:4222",  # it could spawn or end any session
 }
 
 
