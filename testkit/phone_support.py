@@ -66,6 +66,14 @@ def twilio_signature(url: str, params: dict[str, str], auth_token: str) -> str:
     return base64.b64encode(digest).decode()
 
 
+def twilio_form(url: str, params: dict[str, str], auth_token: str) -> tuple[bytes, dict[str, str]]:
+    """A Twilio webhook as Twilio posts it: (form body, headers with its signature of ``url``)."""
+    return form(params), {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Twilio-Signature": twilio_signature(url, params, auth_token),
+    }
+
+
 def telnyx_headers(body: bytes, key: Ed25519PrivateKey, at: float | None = None) -> dict[str, str]:
     """Telnyx's headers: Ed25519 signature of ``"<timestamp>|<body>"``."""
     ts = str(int(time.time() if at is None else at))

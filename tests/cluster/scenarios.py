@@ -17,10 +17,9 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from testkit.phone_app import KNOWN_CALLER, LINE, TWILIO_TOKEN, wait_for
 from testkit.phone_support import (
     CarrierCall,
-    form,
     speech_onset,
     stream_url,
-    twilio_signature,
+    twilio_form,
     ulaw_decode,
     ulaw_encode,
 )
@@ -79,14 +78,8 @@ async def twilio_call(cluster: Cluster, webhook_to: str, stream_to: str, clip) -
     params = {"CallSid": call_sid, "From": KNOWN_CALLER, "To": LINE}
     path = "/api/v1/phone/twilio/voice"
     async with httpx.AsyncClient(base_url=webhook_to, timeout=120) as http:
-        r = await http.post(
-            path,
-            content=form(params),
-            headers={
-                "Content-Type": "application/x-www-form-urlencoded",
-                "X-Twilio-Signature": twilio_signature(webhook_to + path, params, TWILIO_TOKEN),
-            },
-        )
+        body, headers = twilio_form(webhook_to + path, params, TWILIO_TOKEN)
+        r = await http.post(path, content=body, headers=headers)
     assert r.status_code == 200, r.text
     url = stream_url(r.text)
     # The carrier's socket lands on the other replica (its load balancer's choice).

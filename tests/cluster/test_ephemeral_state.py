@@ -25,7 +25,7 @@ from runtime.cluster import ephemeral
 from runtime.cluster.bus import EPHEMERAL_TTL_S, bucket, connect
 from runtime.cluster.ephemeral import Ephemeral
 from testkit.api_support import Api, make_api
-from testkit.phone_support import form, twilio_signature
+from testkit.phone_support import twilio_form
 
 NATS_URL = "nats://127.0.0.1:4222"
 CALL_ID = "v3:call/ID with spaces:1"  # carrier ids may hold characters NATS keys refuse
@@ -230,14 +230,8 @@ async def replica_api(sqlite_url, tmp_path, replicas) -> AsyncIterator[tuple[Api
 
 async def _webhook(api: Api, call_id: str) -> str:
     params = {"CallSid": call_id, "From": "+15550003000", "To": LINE}
-    r = await api.client.post(
-        VOICE,
-        content=form(params),
-        headers={
-            "Content-Type": "application/x-www-form-urlencoded",
-            "X-Twilio-Signature": twilio_signature(PUBLIC + VOICE, params, TOKEN),
-        },
-    )
+    body, headers = twilio_form(PUBLIC + VOICE, params, TOKEN)
+    r = await api.client.post(VOICE, content=body, headers=headers)
     assert r.status_code == 200, r.text
     found = ElementTree.fromstring(r.text).find("./Connect/Stream")
     assert found is not None, r.text

@@ -8,7 +8,7 @@ from xml.etree import ElementTree
 import pytest
 
 from testkit.api_support import Api, make_api
-from testkit.phone_support import form, twilio_signature
+from testkit.phone_support import twilio_form
 
 TOKEN = "proxy-test-token"
 PUBLIC = "https://tutor.example.com"
@@ -24,14 +24,8 @@ async def phone_api(sqlite_url, tmp_path) -> AsyncIterator[Api]:
 
 
 async def _post(api: Api, params: dict[str, str], signed_url: str):
-    return await api.client.post(
-        VOICE,
-        content=form(params),
-        headers={
-            "Content-Type": "application/x-www-form-urlencoded",
-            "X-Twilio-Signature": twilio_signature(signed_url, params, TOKEN),
-        },
-    )
+    body, headers = twilio_form(signed_url, params, TOKEN)
+    return await api.client.post(VOICE, content=body, headers=headers)
 
 
 async def test_behind_a_proxy_the_public_url_is_signed_and_handed_out(phone_api):
